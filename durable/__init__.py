@@ -1,0 +1,39 @@
+"""durable: make plain ``async def`` code durable. Pause, persist, resume anywhere; no replay."""
+
+from .backends import DurableBackend, OrchestrationBackend
+from .compiler import DurableAstTransformer, transform_to_durable_ast
+from .errors import (
+    CompileError,
+    DurableError,
+    FailedInstanceError,
+    IncompatibleStateError,
+    PauseForEventException,
+    SerializationError,
+)
+from .program import DurableProgram, make_durable
+from .runtime import CallStack, CodeBlock, DurableRuntime, FunctionCall
+from .stores import DiskStateStore, InMemoryStateStore, StateStore
+from .version import __version__
+
+__all__ = [
+    "CallStack",
+    "CodeBlock",
+    "CompileError",
+    "DiskStateStore",
+    "DurableAstTransformer",
+    "DurableBackend",
+    "DurableError",
+    "DurableProgram",
+    "DurableRuntime",
+    "FailedInstanceError",
+    "FunctionCall",
+    "InMemoryStateStore",
+    "IncompatibleStateError",
+    "OrchestrationBackend",
+    "PauseForEventException",
+    "SerializationError",
+    "StateStore",
+    "__version__",
+    "make_durable",
+    "transform_to_durable_ast",
+]

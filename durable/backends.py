@@ -1,0 +1,79 @@
+"""Orchestration backends: where the runtime loads and saves state and finds events."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+
+from .stores import EventLog, InMemoryStateStore, StateStore
+from .stores.base import State, consumed
+from .stores.memory import MemoryEventLog
+
+_POLL_SECONDS = 0.05
+
+
+class OrchestrationBackend(ABC):
+    """What a custom orchestration layer implements.
+
+    ``wait_for_event`` blocks until the event is published. The runtime calls
+    it when it resumes a paused instance on a backend that does not also offer
+    ``take_event`` (the non-blocking check ``DurableBackend`` provides).
+    """
+
+    @abstractmethod
+    async def load_state(self, instance_id: str) -> State | None: ...
+
+    @abstractmethod
+    async def save_state(self, instance_id: str, state: State) -> None: ...
+
+    @abstractmethod
+    async def wait_for_event(self, instance_id: str, event_name: str) -> None: ...
+
+
+class DurableBackend(OrchestrationBackend):
+    """The default backend: a ``StateStore`` plus its events.
+
+    Events are kept by the store when it is an ``EventLog`` (our stores are),
+    so they survive restarts and reach other processes; for other stores they
+    are kept in this object's memory. Either way an event published before
+    the instance waits for it is kept until the instance consumes it.
+    """
+
+    def __init__(self, state_store: StateStore | None = None) -> None:
+        self.state_store = state_store if state_store is not None else InMemoryStateStore()
+        self._log = self.state_store if isinstance(self.state_store, EventLog) else MemoryEventLog()
+        self._published: asyncio.Event | None = None
+
+    async def load_state(self, instance_id: str) -> State | None:
+        return await self.state_store.load(instance_id)
+
+    async def save_state(self, instance_id: str, state: State) -> None:
+        await self.state_store.save(instance_id, state)
+        if isinstance(self._log, MemoryEventLog):
+            self._log.discard(instance_id, consumed(state))
+
+    def publish_event(self, instance_id: str, event_name: str) -> None:
+        """Deliver ``event_name`` to an instance (now, or whenever it waits for it)."""
+        self._log.append_event(instance_id, event_name)
+        if self._published is not None:
+            self._published.set()
+
+    async def take_event(self, instance_id: str, event_name: str,
+                         exclude: Collection[str] = ()) -> str | None:
+        """The id of an unconsumed ``event_name`` event, without waiting; None if there is none."""
+        for event_id, name in await self._log.events(instance_id):
+            if name == event_name and event_id not in exclude:
+                return event_id
+        return None
+
+    async def wait_for_event(self, instance_id: str, event_name: str) -> None:
+        """Return once ``event_name`` has been published to the instance (it is not consumed)."""
+        while await self.take_event(instance_id, event_name) is None:
+            if self._published is None:
+                self._published = asyncio.Event()
+            self._published.clear()
+            try:  # published here wakes us at once; published by another process, within a poll
+                await asyncio.wait_for(self._published.wait(), _POLL_SECONDS)
+            except TimeoutError:
+                pass

@@ -1,0 +1,77 @@
+"""The compiler's passes in order, from a code object to a ``CompiledFunction``."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Any
+
+import libcst as cst
+
+from ..runtime.code import CodeBlock, CompiledFunction
+from ..runtime.helpers import HELPER_CELLS
+from .check import check
+from .codegen import generate
+from .emitter import Block
+from .liveness import live_variables
+from .marks import SuspensionMarks
+from .rewrites import rewrite_zero_argument_super
+from .scope import analyse, reserved_prefix
+from .source import FunctionSource, read_source
+from .statements import DurableAstTransformer
+
+
+def compile_code(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunction:
+    """Parse, check, lower, generate and analyse one ``async def``."""
+    source = read_source(code, globals_.get("__name__", "__main__"))
+    scope = analyse(source.function)
+    marks = SuspensionMarks()
+    check(source, scope, marks)
+    prefix = reserved_prefix(source.text)
+    source = _prepared(source, scope.parameters)
+    transformer = DurableAstTransformer(source, prefix, marks)
+    emitter = transformer.transform()
+    blocks = [emitter.blocks[pc] for pc in range(emitter.next_pc)]
+    variables = sorted(scope.variables | set(emitter.temps) | set(code.co_freevars))
+    generated = generate(source, blocks, prefix, variables, scope.globals)
+    live, captured = live_variables(blocks, generated.block_codes, set(variables))
+    return CompiledFunction(
+        key=source.key,
+        qualname=source.qualname,
+        filename=source.filename,
+        first_line=code.co_firstlineno,
+        fingerprint=source.fingerprint,
+        globals=globals_,
+        blocks=tuple(_code_block(b, generated.block_codes[b.pc], live[b.pc] | captured) for b in blocks),
+        variables=tuple(variables),
+        captured=captured,
+        descriptions=dict(emitter.temps),
+        helper_cells={f"{prefix}{name}": cell for name, cell in HELPER_CELLS.items()},
+        awaited_names=frozenset(transformer.awaited_names - scope.variables),
+        listing=generated.module,
+    )
+
+
+def listing(code: types.CodeType, globals_: dict[str, Any]) -> cst.Module:
+    return compile_code(code, globals_).listing
+
+
+def _prepared(source: FunctionSource, parameters: tuple[str, ...]) -> FunctionSource:
+    if "__class__" not in source.code.co_freevars:
+        return source
+    positions = dict(source.positions)
+    function = rewrite_zero_argument_super(source.function, positions, parameters[0] if parameters else None)
+    return dataclasses.replace(source, function=function, positions=positions)
+
+
+def _code_block(block: Block, code: types.CodeType, live: frozenset[str]) -> CodeBlock:
+    handler = block.handler
+    suspension = block.suspension
+    return CodeBlock(
+        pc=block.pc,
+        code=code,
+        handler=(handler.target, handler.variable, handler.is_finally) if handler else None,
+        handling=block.handling,
+        suspension=(suspension.id, suspension.line) if suspension else None,
+        live=live,
+    )

@@ -1,0 +1,125 @@
+"""Compiled functions, cached by code object and found again by key.
+
+A frame saves its function as ``module:qualname`` plus a fingerprint; loading
+finds the function again here (importing its module if this process has not
+compiled it yet) and refuses it if its code has changed since.
+
+Which awaited coroutines become frames: those of *user code*, meaning any
+file outside the standard library and installed packages, plus installed
+packages that contain a function passed to ``make_durable``. Everything else
+(asyncio, HTTP clients, database drivers) is awaited inline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sysconfig
+import types
+from typing import Any
+
+from ..errors import IncompatibleStateError
+from ..runtime.code import CompiledFunction
+from .pipeline import compile_code
+
+_by_code: dict[types.CodeType, CompiledFunction | None] = {}
+_by_key: dict[str, CompiledFunction] = {}
+_durable_packages: set[str] = set()
+
+_LIBRARY_DIRS = tuple(
+    os.path.realpath(path) + os.sep
+    for path in {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    if path
+) + (os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep,)
+
+
+def compiled(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunction:
+    """The compiled form of ``code`` (compiling it the first time)."""
+    function = _by_code.get(code)
+    if function is None:
+        function = compile_code(code, globals_)
+        _by_code[code] = function
+        _by_key[function.key] = function
+        _compile_awaited(function)
+    return function
+
+
+def _compile_awaited(function: CompiledFunction) -> None:
+    """Compile the user functions ``function`` awaits by name now, so their errors come early."""
+    for name in sorted(function.awaited_names):
+        target = function.globals.get(name)
+        code = getattr(target, "__code__", None)
+        if isinstance(target, types.FunctionType) and code.co_flags & inspect.CO_COROUTINE:
+            for_awaited(code, target.__globals__)
+
+
+def mark_durable_package(module_name: str) -> None:
+    """Treat the package ``module_name`` belongs to as user code, wherever it is installed."""
+    _durable_packages.add(module_name.partition(".")[0])
+
+
+def for_awaited(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunction | None:
+    """The compiled function for an awaited coroutine's code, or None to await it inline."""
+    if code in _by_code:
+        return _by_code[code]
+    if not _is_user_code(code, globals_):
+        _by_code[code] = None
+        return None
+    return compiled(code, globals_)
+
+
+def resolve(key: str, fingerprint: str) -> CompiledFunction:
+    """The function a saved frame names, as long as its code is the one it was saved with."""
+    function = _current(key)
+    if function.fingerprint != fingerprint:
+        raise IncompatibleStateError(
+            f"the code of {function.qualname}() ({function.filename}) changed after this instance "
+            "saved a frame of it; resuming would run different code from the same position. "
+            "Finish or discard instances started with the old code before deploying the change.",
+            function=function.qualname,
+        )
+    return function
+
+
+def _current(key: str) -> CompiledFunction:
+    """The function now defined under ``key``: looked up in its module when it can be."""
+    module_name, _, qualname = key.partition(":")
+    if "<locals>" in qualname:
+        if key in _by_key:
+            return _by_key[key]
+        raise IncompatibleStateError(
+            f"saved state names {qualname}(), a function defined inside another function; "
+            "call make_durable on it in this process before resuming",
+            function=qualname,
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError):
+        raise IncompatibleStateError(
+            f"saved state names the durable function {qualname}() in module {module_name}, "
+            "which cannot be found; import or define it (and call make_durable on it if it is "
+            "not a module-level function) before resuming",
+            function=qualname,
+        ) from None
+    target = getattr(target, "__func__", target)  # a classmethod or bound method
+    while getattr(target, "__code__", None) is None or target.__code__.co_qualname != qualname:
+        wrapped = getattr(target, "__wrapped__", None)  # decorators, DurableProgram
+        if wrapped is None:
+            raise IncompatibleStateError(
+                f"{module_name}.{qualname} is no longer the async function this instance saved",
+                function=qualname,
+            )
+        target = wrapped
+    return compiled(target.__code__, target.__globals__)
+
+
+def _is_user_code(code: types.CodeType, globals_: dict[str, Any]) -> bool:
+    filename = code.co_filename
+    if filename.startswith("<") or not os.path.exists(filename):
+        return False
+    if globals_.get("__name__", "").partition(".")[0] in _durable_packages:
+        return True
+    return not os.path.realpath(filename).startswith(_LIBRARY_DIRS)

@@ -1,0 +1,66 @@
+"""Exceptions users see: the pause signal and every clear error the library raises."""
+
+from __future__ import annotations
+
+
+class PauseForEventException(Exception):
+    """Raise it in durable code to pause until ``event`` is published.
+
+    A ``raise PauseForEventException("name")`` statement in durable code is a
+    suspension point, not an exception: enclosing handlers never see it, and
+    execution continues right after the ``raise`` once the event arrives. The
+    caller of the durable program receives it when the instance pauses.
+    """
+
+    def __init__(self, event: str):
+        self.event = event
+        super().__init__(f"Execution waiting for event {event}")
+
+    def __reduce__(self):
+        return (type(self), (self.event,))
+
+
+class DurableError(Exception):
+    """Base class of the errors raised by the library itself."""
+
+
+class CompileError(DurableError):
+    """A construct in a function cannot be made durable.
+
+    Raised by ``make_durable`` (or when durable code first awaits a user
+    function), naming the construct, the function and the line.
+    """
+
+    def __init__(self, message: str, *, function: str, filename: str, lineno: int):
+        self.function = function
+        self.filename = filename
+        self.lineno = lineno
+        super().__init__(f"{message} (in {function}, {filename}, line {lineno})")
+
+
+class SerializationError(DurableError):
+    """Part of the program state could not be saved; nothing was written."""
+
+    def __init__(self, message: str, *, function: str | None = None,
+                 variable: str | None = None, type_name: str | None = None):
+        self.function = function
+        self.variable = variable
+        self.type_name = type_name
+        super().__init__(message)
+
+
+class IncompatibleStateError(DurableError):
+    """Saved state cannot be resumed by the code running now."""
+
+    def __init__(self, message: str, *, function: str | None = None):
+        self.function = function
+        super().__init__(message)
+
+
+class FailedInstanceError(DurableError):
+    """Stands in for an instance's error whose own type could not be saved and rebuilt."""
+
+    def __init__(self, type_name: str, message: str):
+        self.type_name = type_name
+        self.message = message
+        super().__init__(f"{type_name}: {message}")

@@ -1,0 +1,71 @@
+"""make_durable and DurableProgram: the entry points."""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from .backends import OrchestrationBackend
+from .compiler import registry
+from .runtime.calls import DurableCall, bind
+from .runtime.frame import FunctionCall
+
+
+class DurableProgram:
+    """A compiled durable function. Call it like the function, plus where and as which instance::
+
+        await prog(*args, orchestration_backend=backend, instance_id="order-42", **kwargs)
+
+    Calling it again with the same instance id continues that instance (the
+    arguments are then ignored); a finished instance returns its result (or
+    raises its error) again without running anything.
+    """
+
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, Any]]) -> None:
+        _require_coroutine_function(fn)
+        self.fn = fn
+        self.__wrapped__ = fn
+        self.__name__ = fn.__name__
+        self.__qualname__ = fn.__qualname__
+        self.__doc__ = fn.__doc__
+        self.__module__ = fn.__module__
+        registry.mark_durable_package(fn.__module__)
+        self.function = registry.compiled(fn.__code__, fn.__globals__)
+
+    @property
+    def key(self) -> str:
+        return self.function.key
+
+    @property
+    def qualname(self) -> str:
+        return self.function.qualname
+
+    def __call__(self, *args: Any, orchestration_backend: OrchestrationBackend | None = None,
+                 instance_id: str | None = None, **kwargs: Any) -> DurableCall:
+        return DurableCall(self, args, kwargs, orchestration_backend, instance_id)
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        return self if instance is None else types.MethodType(self, instance)
+
+    def new_frame(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> FunctionCall:
+        return bind(self.function, self.fn, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<DurableProgram {self.key}>"
+
+
+def make_durable(fn: Callable[..., Coroutine[Any, Any, Any]]) -> DurableProgram:
+    """Compile ``fn`` (an ``async def``) into a durable program; errors name construct and line."""
+    if isinstance(fn, DurableProgram):
+        return fn
+    return DurableProgram(fn)
+
+
+def _require_coroutine_function(fn: Any) -> None:
+    """Async generators pass: compiling them fails naming their `yield` and its line."""
+    where = getattr(fn, "__qualname__", repr(fn))
+    is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+    if not is_async or not isinstance(fn, types.FunctionType):
+        raise TypeError(f"make_durable() needs an `async def` function, got {where} ({type(fn).__name__})")

@@ -1,0 +1,63 @@
+"""The saved state of one instance: a plain, versioned dict that any store can keep."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import IncompatibleStateError
+from ..version import __version__
+
+FORMAT = 1
+RUNNING = "running"
+PAUSED = "paused"
+COMPLETED = "completed"
+FAILED = "failed"
+
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
+             waiting_for: str | None = None, result: bytes | None = None,
+             error_traceback: str | None = None, consumed_events: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything about an instance; the frames and the result are already pickled."""
+    return {
+        "format": FORMAT,
+        "library": __version__,
+        "python": PYTHON,
+        "program": program,
+        "status": status,
+        "waiting_for": waiting_for,
+        "frames": list(frames),
+        "result": result,
+        "error_traceback": error_traceback,
+        "consumed_events": list(consumed_events),
+        "saves": saves,
+        "updated_at": time.time(),
+    }
+
+
+def check(state: dict[str, Any], program: str, instance_id: str) -> None:
+    """Refuse state this code cannot continue, saying why."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise IncompatibleStateError(
+            f"instance {instance_id!r}: saved state has format {_field(state, 'format')}, "
+            f"this version of durable reads format {FORMAT}"
+        )
+    if state["program"] != program:
+        raise IncompatibleStateError(
+            f"instance {instance_id!r} belongs to {state['program']}, not to {program}",
+            function=program,
+        )
+
+
+def python_note(state: dict[str, Any]) -> str:
+    if state.get("python") == PYTHON:
+        return ""
+    return f" (it was saved by Python {state.get('python')}, this is Python {PYTHON})"
+
+
+def _field(state: Any, name: str) -> Any:
+    return state.get(name) if isinstance(state, dict) else None

@@ -1,0 +1,89 @@
+"""FunctionCall: one call of a durable function, as plain data that can be saved."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .code import CompiledFunction
+
+
+class _Cells(dict):
+    """Frame variables by name; a variable never bound yet gets an empty cell when first needed."""
+
+    __slots__ = ()
+
+    def __missing__(self, name: str) -> types.CellType:
+        cell = self[name] = types.CellType()
+        return cell
+
+
+class FunctionCall:
+    """A frame: which function, where it stands (``pc``), its variables, what it is being handed.
+
+    Its code blocks are bound to its cells lazily, once per frame.
+    ``delivery`` is the outcome of the await it stands after (a value or a
+    ``Thrown``), kept until the frame runs again, so a saved frame that
+    received a result does not lose it.
+    """
+
+    __slots__ = ("_bound", "cells", "delivery", "function", "pc")
+
+    def __init__(self, function: CompiledFunction, arguments: Mapping[str, Any], pc: int = 0) -> None:
+        self.function = function
+        self.cells = _Cells(function.helper_cells)
+        for name, value in arguments.items():
+            self.cells[name] = types.CellType(value)
+        self.pc = pc
+        self.delivery: Any = None
+        self._bound: list[Callable[[Any], Any] | None] = [None] * len(function.blocks)
+
+    def block(self, pc: int) -> Callable[[Any], Any]:
+        bound = self._bound[pc]
+        if bound is None:
+            code = self.function.blocks[pc].code
+            closure = tuple(map(self.cells.__getitem__, code.co_freevars))
+            bound = self._bound[pc] = types.FunctionType(code, self.function.globals, None, None, closure)
+        return bound
+
+    @property
+    def line(self) -> int:
+        return self.function.line_of(self.pc)
+
+    def saved_variables(self) -> tuple[dict[str, Any], dict[str, types.CellType]]:
+        """The live variables at ``pc``: values, and the cells closures may share."""
+        values: dict[str, Any] = {}
+        shared: dict[str, types.CellType] = {}
+        captured = self.function.captured
+        for name in self.function.blocks[self.pc].live:
+            cell = self.cells.get(name)
+            if cell is None:
+                continue
+            try:
+                value = cell.cell_contents
+            except ValueError:  # not bound
+                continue
+            if name in captured:
+                shared[name] = cell
+            else:
+                values[name] = value
+        return values, shared
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        values, shared = self.saved_variables()
+        function = self.function
+        return (_restore, (function.key, function.fingerprint, self.pc, values, shared, self.delivery))
+
+    def __repr__(self) -> str:
+        return f"<FunctionCall {self.function.qualname} at line {self.line} (block {self.pc})>"
+
+
+def _restore(key: str, fingerprint: str, pc: int, values: dict[str, Any],
+             shared: dict[str, types.CellType], delivery: Any) -> FunctionCall:
+    from ..compiler.registry import resolve
+
+    frame = FunctionCall(resolve(key, fingerprint), values, pc)
+    frame.cells.update(shared)
+    frame.delivery = delivery
+    return frame

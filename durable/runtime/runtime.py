@@ -1,0 +1,273 @@
+"""DurableRuntime: runs an instance's call stack, saving it at every suspension that needs it.
+
+A trampoline over an explicit stack of frames (no Python recursion, so
+durable recursion depth is not bounded by the interpreter's stack). Each
+turn runs one code block of the top frame and acts on what it returns:
+jump, await (push a frame for user code, await inline otherwise), return,
+raise (dispatched through the frame's exception table), or pause.
+
+State is saved when an instance starts, after every completed durable call
+(so a finished call never runs again), at every pause, and when it ends.
+"""
+
+from __future__ import annotations
+
+import traceback
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .. import serialization
+from ..errors import FailedInstanceError, PauseForEventException, SerializationError
+from . import envelope
+from .actions import AWAIT, PAUSE, RAISE, RETURN, Thrown
+from .calls import frame_for
+from .frame import FunctionCall
+from .stack import CallStack
+
+if TYPE_CHECKING:
+    from ..backends import OrchestrationBackend
+    from ..program import DurableProgram
+
+
+class DurableRuntime:
+    """Drives one instance of a durable program against an orchestration backend."""
+
+    def __init__(self, program: DurableProgram, backend: OrchestrationBackend,
+                 instance_id: str | None = None, *, save_every_await: bool = False) -> None:
+        self.program = program
+        self.backend = backend
+        self.instance_id = instance_id or str(uuid.uuid4())
+        self.save_every_await = save_every_await
+        self.call_stack = CallStack()
+        self._saves = 0
+        self._consumed: list[str] = []
+        self._last_saved: dict[str, Any] | None = None
+
+    async def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Start the instance, or continue it from its saved state (``args`` are then ignored)."""
+        state = await self.backend.load_state(self.instance_id)
+        if state is None:
+            self.call_stack = CallStack([self.program.new_frame(args, kwargs)])
+            await self._save(envelope.RUNNING)
+        else:
+            envelope.check(state, self.program.key, self.instance_id)
+            self._saves = state.get("saves", 0)
+            self._last_saved = state
+            status = state["status"]
+            if status == envelope.COMPLETED:
+                return serialization.loads(state["result"])
+            if status == envelope.FAILED:
+                raise _stored_error(state)
+            self.call_stack = CallStack.from_blobs(state["frames"])
+            if status == envelope.PAUSED and not await self._take_event(state["waiting_for"], True):
+                raise PauseForEventException(state["waiting_for"])
+        return await self._drive()
+
+    # The trampoline.
+    async def _drive(self) -> Any:
+        stack = self.call_stack
+        frames = stack.frames
+        while True:
+            frame = frames[-1]
+            pc = frame.pc
+            block = frame.function.blocks[pc]
+            delivered = frame.delivery
+            frame.delivery = None
+            if stack.dirty_from >= len(frames):
+                stack.dirty_from = len(frames) - 1
+            try:
+                if block.handling:
+                    action = _run_handling(frame, block.handling, delivered)
+                else:
+                    action = frame.block(pc)(delivered)
+            except BaseException as error:
+                _clean(error, delivered)
+                action = (RAISE, error)
+
+            if action.__class__ is int:
+                frame.pc = action
+                continue
+            kind = action[0]
+            if kind == AWAIT:
+                frame.pc = action[1]
+                awaitable = action[2]
+                callee = frame_for(awaitable)
+                if callee is not None:
+                    stack.push(callee)
+                    continue
+                try:
+                    frame.delivery = await awaitable
+                except BaseException as error:
+                    _clean(error, None)
+                    frame.delivery = Thrown(error)
+                if self.save_every_await:
+                    await self._save(envelope.RUNNING)
+            elif kind == RAISE:
+                error = action[1]
+                if block.handler is not None:
+                    target, variable, is_finally = block.handler
+                    frame.cells[variable].cell_contents = (RAISE, error) if is_finally else error
+                    frame.pc = target
+                    continue
+                stack.pop()
+                if not frames:
+                    return await self._fail(error)
+                frames[-1].delivery = Thrown(error)
+                if not isinstance(error, PauseForEventException):
+                    await self._save(envelope.RUNNING)
+            elif kind == RETURN:
+                stack.pop()
+                if not frames:
+                    return await self._complete(action[1])
+                frames[-1].delivery = action[1]
+                await self._save(envelope.RUNNING)
+            elif kind == PAUSE:
+                frame.pc = action[1]
+                pause = action[2]
+                if not await self._take_event(pause.event, False):
+                    await self._save(envelope.PAUSED, waiting_for=pause.event)
+                    raise pause
+            else:  # pragma: no cover - the compiler emits nothing else
+                raise AssertionError(f"unknown action {action!r}")
+
+    # Events.
+    async def _take_event(self, event: str, resuming: bool) -> bool:
+        """Consume a published ``event`` if there is one (recorded by the next save)."""
+        take = getattr(self.backend, "take_event", None)
+        if take is None:
+            # A backend with only the seed's interface: its wait_for_event blocks until
+            # the event arrives, so it is only asked when the caller resumes the instance.
+            if resuming:
+                await self.backend.wait_for_event(self.instance_id, event)
+            return resuming
+        event_id = await take(self.instance_id, event, exclude=self._consumed)
+        if event_id is None:
+            return False
+        self._consumed.append(event_id)
+        return True
+
+    # Saving.
+    async def _save(self, status: str, *, waiting_for: str | None = None,
+                    result: bytes | None = None, error_traceback: str | None = None) -> None:
+        frames: list[bytes] = []
+        if status in (envelope.RUNNING, envelope.PAUSED):
+            try:
+                frames = self.call_stack.snapshot()
+            except Exception as error:
+                raise self._unsaveable(error) from error
+        self._saves += 1
+        state = envelope.envelope(
+            self.program.key, status, frames, saves=self._saves, waiting_for=waiting_for,
+            result=result, error_traceback=error_traceback, consumed_events=self._consumed,
+        )
+        await self.backend.save_state(self.instance_id, state)
+        self._last_saved = state
+        self._consumed = []
+
+    async def _complete(self, value: Any) -> Any:
+        try:
+            result = serialization.dumps(value)
+        except Exception as error:
+            raise SerializationError(
+                f"{self.program.qualname}() returned a {type(value).__qualname__}, which cannot be "
+                f"saved as the instance's result: {error}",
+                function=self.program.qualname, type_name=type(value).__qualname__,
+            ) from error
+        await self._save(envelope.COMPLETED, result=result)
+        return value
+
+    async def _fail(self, error: BaseException) -> Any:
+        if isinstance(error, PauseForEventException):
+            # Raised by code the compiler could not see as a pause (a helper, say): the
+            # instance waits at its last save, and continues from there once the event is in.
+            await self._pause_at_last_save(error.event)
+            raise error
+        text = "".join(traceback.format_exception(error))
+        await self._save(envelope.FAILED, result=_saveable_error(error), error_traceback=text)
+        raise error
+
+    async def _pause_at_last_save(self, event: str) -> None:
+        assert self._last_saved is not None  # an instance is saved as soon as it starts
+        self._saves += 1
+        state = dict(self._last_saved, status=envelope.PAUSED, waiting_for=event,
+                     consumed_events=[], saves=self._saves)
+        await self.backend.save_state(self.instance_id, state)
+
+    def _unsaveable(self, error: Exception) -> SerializationError:
+        """Name the variable that could not be saved."""
+        for frame in reversed(self.call_stack.frames):
+            values, shared = frame.saved_variables()
+            candidates = {**values, **shared, "<delivered>": frame.delivery}
+            for name, value in candidates.items():
+                problem = serialization.why_unpicklable(value)
+                if problem is None:
+                    continue
+                function = frame.function
+                what = "the value being delivered" if name == "<delivered>" else function.describe(name)
+                return SerializationError(
+                    f"cannot save the state of {function.qualname}() at line {frame.line}: "
+                    f"{what} is a {type(value).__qualname__}, which cannot be serialised ({problem}). "
+                    "Nothing was saved; drop the reference (del) or keep only serialisable data "
+                    "across suspension points.",
+                    function=function.qualname, variable=name, type_name=type(value).__qualname__,
+                )
+        return SerializationError(f"cannot save the state of this instance: {error}")
+
+
+def _run_handling(frame: FunctionCall, handling: tuple[tuple[str, bool], ...], delivered: Any) -> Any:
+    """Run a block of an ``except`` or ``finally`` clause inside the exceptions it handles,
+    so ``sys.exc_info()``, a bare ``raise`` and ``__context__`` behave as they do natively."""
+    errors = []
+    for variable, is_record in handling:
+        cell = frame.cells.get(variable)
+        try:
+            value = cell.cell_contents if cell is not None else None
+        except ValueError:
+            continue
+        if is_record:
+            value = value[1] if value is not None and value[0] == RAISE else None
+        if value is not None:
+            errors.append(value)
+    return _within(errors, 0, frame.block(frame.pc), delivered)
+
+
+def _within(errors: list[BaseException], index: int, block: Any, delivered: Any) -> Any:
+    if index == len(errors):
+        return block(delivered)
+    error = errors[index]
+    traceback_, context = error.__traceback__, error.__context__
+    try:
+        raise error
+    except BaseException:
+        error.__traceback__, error.__context__ = traceback_, context
+        return _within(errors, index + 1, block, delivered)
+
+
+_INTERNAL = {DurableRuntime._drive.__code__, _within.__code__, _run_handling.__code__}
+
+
+def _clean(error: BaseException, delivered: Any) -> None:
+    """Drop the runtime's own frames from a traceback and undo what re-raising changed."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code in _INTERNAL:
+        tb = tb.tb_next
+    error.__traceback__ = tb
+    if delivered.__class__ is Thrown and delivered.error is error:
+        error.__context__ = delivered.context
+
+
+def _saveable_error(error: BaseException) -> bytes:
+    try:
+        blob = serialization.dumps(error)
+        serialization.loads(blob)
+        return blob
+    except Exception:
+        return serialization.dumps(FailedInstanceError(type(error).__qualname__, str(error)))
+
+
+def _stored_error(state: dict[str, Any]) -> BaseException:
+    error = serialization.loads(state["result"])
+    if state.get("error_traceback") and isinstance(error, BaseException):
+        error.add_note("Traceback of the run that failed:\n" + state["error_traceback"].rstrip())
+    return error
+

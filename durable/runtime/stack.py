@@ -1,0 +1,86 @@
+"""CallStack: the frames of one instance, and their saved form, kept up to date incrementally.
+
+The saved stack is a list of *segments*, each a pickle of consecutive
+frames. A save re-pickles only frames that ran since the last one; frames
+below keep their segment. Frames that share a mutable object (a list passed
+down to a callee) must be pickled together, or the object would come back
+as two copies: when a new segment shares an object with an older one, the
+two are merged and pickled again as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import serialization
+from .frame import FunctionCall
+
+
+@dataclass
+class _Segment:
+    start: int
+    stop: int
+    pickled: serialization.Pickled
+
+
+class CallStack:
+    def __init__(self, frames: list[FunctionCall] | None = None) -> None:
+        self.frames: list[FunctionCall] = frames or []
+        self._segments: list[_Segment] = []
+        self.dirty_from = 0  # frames at or above this index changed since the last snapshot
+
+    @classmethod
+    def from_blobs(cls, blobs: list[bytes]) -> CallStack:
+        stack = cls()
+        for blob in blobs:
+            frames, pickled = serialization.load(blob)
+            start = len(stack.frames)
+            stack.frames.extend(frames)
+            stack._segments.append(_Segment(start, len(stack.frames), pickled))
+        stack.dirty_from = len(stack.frames)
+        return stack
+
+    @property
+    def top(self) -> FunctionCall:
+        return self.frames[-1]
+
+    def push(self, frame: FunctionCall) -> None:
+        self.frames.append(frame)
+        self.dirty_from = min(self.dirty_from, len(self.frames) - 1)
+
+    def pop(self) -> FunctionCall:
+        """Remove the top frame; the one below is handed its outcome, so it changes too."""
+        frame = self.frames.pop()
+        self.dirty_from = min(self.dirty_from, len(self.frames) - 1)
+        return frame
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def snapshot(self) -> list[bytes]:
+        """The saved form of every frame; raises if a frame cannot be pickled."""
+        segments = [s for s in self._segments if s.stop <= self.dirty_from]
+        index = segments[-1].stop if segments else 0
+        while index < len(self.frames):
+            stop = index + 1
+            segment = self._pickle(index, stop)
+            shared = self._first_sharing(segment, segments)
+            while shared is not None:
+                segments = segments[:shared]
+                segment = self._pickle(segments[-1].stop if segments else 0, stop)
+                shared = self._first_sharing(segment, segments)
+            segments.append(segment)
+            index = stop
+        self._segments = segments
+        self.dirty_from = len(self.frames)
+        return [s.pickled.blob for s in segments]
+
+    def _pickle(self, start: int, stop: int) -> _Segment:
+        return _Segment(start, stop, serialization.dump(self.frames[start:stop]))
+
+    @staticmethod
+    def _first_sharing(segment: _Segment, older: list[_Segment]) -> int | None:
+        for position, other in enumerate(older):
+            if segment.pickled.shares_with(other.pickled):
+                return position
+        return None

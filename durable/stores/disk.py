@@ -1,0 +1,112 @@
+"""DiskStateStore: one file per instance, written atomically, events kept beside it.
+
+A save writes a temporary file, fsyncs it, renames it over the old one and
+fsyncs the directory: a crash at any moment leaves either the old state or
+the new one, never a mix. Each published event is its own file (written the
+same way), so a publish from another process never races a save.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import pickle
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+from .base import EventLog, State, StateStore, consumed
+
+
+class DiskStateStore(StateStore, EventLog):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    async def load(self, instance_id: str) -> State | None:
+        return await asyncio.to_thread(self._load, instance_id)
+
+    async def save(self, instance_id: str, state: State) -> None:
+        await asyncio.to_thread(self._save, instance_id, state)
+
+    def append_event(self, instance_id: str, event: str) -> str:
+        directory = self._events_dir(instance_id)
+        directory.mkdir(exist_ok=True)
+        event_id = f"{time.time_ns():020d}-{uuid.uuid4().hex}"
+        _atomic_write(directory / event_id, event.encode())
+        return event_id
+
+    async def events(self, instance_id: str) -> list[tuple[str, str]]:
+        return await asyncio.to_thread(self._events, instance_id)
+
+    # Blocking parts, run in a worker thread.
+    def _load(self, instance_id: str) -> State | None:
+        state = self._read_state(instance_id)
+        self._discard(instance_id, consumed(state))
+        return state
+
+    def _read_state(self, instance_id: str) -> State | None:
+        try:
+            data = self._state_file(instance_id).read_bytes()
+        except FileNotFoundError:
+            return None
+        return pickle.loads(data)
+
+    def _save(self, instance_id: str, state: State) -> None:
+        _atomic_write(self._state_file(instance_id), pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        self._discard(instance_id, consumed(state))
+
+    def _events(self, instance_id: str) -> list[tuple[str, str]]:
+        directory = self._events_dir(instance_id)
+        try:
+            names = sorted(n for n in os.listdir(directory) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+        done = consumed(self._read_state(instance_id))
+        found = []
+        for name in names:
+            if name in done:
+                continue
+            try:
+                found.append((name, (directory / name).read_text()))
+            except FileNotFoundError:  # consumed and deleted meanwhile
+                continue
+        return found
+
+    def _discard(self, instance_id: str, event_ids: set[str]) -> None:
+        directory = self._events_dir(instance_id)
+        for event_id in event_ids:
+            (directory / event_id).unlink(missing_ok=True)
+
+    def _state_file(self, instance_id: str) -> Path:
+        return self.path / f"{_file_name(instance_id)}.state"
+
+    def _events_dir(self, instance_id: str) -> Path:
+        return self.path / f"{_file_name(instance_id)}.events"
+
+
+def _file_name(instance_id: str) -> str:
+    name = quote(instance_id, safe="")
+    if len(name) > 120 or name.startswith("."):
+        return "id-" + hashlib.sha256(instance_id.encode()).hexdigest()
+    return name
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

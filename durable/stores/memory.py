@@ -1,0 +1,50 @@
+"""InMemoryStateStore: the embedded default, for tests, development and one-process use."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+
+from .base import EventLog, State, StateStore, consumed
+
+
+class MemoryEventLog(EventLog):
+    """Events kept in this process's memory."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[tuple[str, str]]] = {}
+        self._ids = itertools.count(1)
+
+    def append_event(self, instance_id: str, event: str) -> str:
+        event_id = f"{next(self._ids):012d}"
+        self._events.setdefault(instance_id, []).append((event_id, event))
+        return event_id
+
+    async def events(self, instance_id: str) -> list[tuple[str, str]]:
+        return list(self._events.get(instance_id, ()))
+
+    def discard(self, instance_id: str, event_ids: set[str]) -> None:
+        if event_ids and instance_id in self._events:
+            self._events[instance_id] = [e for e in self._events[instance_id] if e[0] not in event_ids]
+
+
+class InMemoryStateStore(StateStore, EventLog):
+    """Keeps every state serialised, so saved state never aliases live objects."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, bytes] = {}
+        self._log = MemoryEventLog()
+
+    async def load(self, instance_id: str) -> State | None:
+        blob = self._states.get(instance_id)
+        return None if blob is None else pickle.loads(blob)
+
+    async def save(self, instance_id: str, state: State) -> None:
+        self._states[instance_id] = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+        self._log.discard(instance_id, consumed(state))
+
+    def append_event(self, instance_id: str, event: str) -> str:
+        return self._log.append_event(instance_id, event)
+
+    async def events(self, instance_id: str) -> list[tuple[str, str]]:
+        return await self._log.events(instance_id)
