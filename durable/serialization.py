@@ -51,11 +51,41 @@ class _StatePickler(pickle.Pickler):
         return NotImplemented
 
 
+def _empty_cell() -> types.CellType:
+    return types.CellType()
+
+
+def _fill_cell(cell: types.CellType, state: tuple[Any, ...]) -> None:
+    if state:
+        cell.cell_contents = state[0]
+
+
+def _reduce_cell(cell: types.CellType) -> tuple[Any, ...]:
+    """A cell is created empty, memoized, then filled: shared cells stay shared, cycles close."""
+    try:
+        state: tuple[Any, ...] = (cell.cell_contents,)
+    except ValueError:
+        state = ()
+    return (_empty_cell, (), state, None, None, _fill_cell)
+
+
 class _CloudStatePickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, BaseException):
             return _reduce_exception(obj)
+        if type(obj) is types.CellType:
+            return _reduce_cell(obj)
         return super().reducer_override(obj)
+
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
+        # cloudpickle gives a function fresh cells; a closure must keep the frame's own cells,
+        # or a variable written after a restart would no longer be the one the closure reads.
+        make, newargs, state, items, dict_items, setter = super()._dynamic_function_reduce(func)
+        if func.__closure__ is not None:
+            code, base_globals, name, defaults, _ = newargs
+            newargs = (code, base_globals, name, defaults, func.__closure__)
+            state[1]["__closure__"] = None
+        return make, newargs, state, items, dict_items, setter
 
 
 class Pickled:

@@ -23,7 +23,9 @@ from ..errors import IncompatibleStateError
 from ..runtime.code import CompiledFunction
 from .pipeline import compile_code
 
-_by_code: dict[types.CodeType, CompiledFunction | None] = {}
+# By identity: equal code objects (same source in two modules) are different functions.
+# The code object is kept in the value so its id is never reused while cached.
+_by_code: dict[int, tuple[types.CodeType, CompiledFunction | None]] = {}
 _by_key: dict[str, CompiledFunction] = {}
 _durable_packages: set[str] = set()
 
@@ -36,12 +38,13 @@ _LIBRARY_DIRS = tuple(
 
 def compiled(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunction:
     """The compiled form of ``code`` (compiling it the first time)."""
-    function = _by_code.get(code)
-    if function is None:
-        function = compile_code(code, globals_)
-        _by_code[code] = function
-        _by_key[function.key] = function
-        _compile_awaited(function)
+    cached = _by_code.get(id(code))
+    if cached is not None and cached[1] is not None:
+        return cached[1]
+    function = compile_code(code, globals_)
+    _by_code[id(code)] = (code, function)
+    _by_key[function.key] = function
+    _compile_awaited(function)
     return function
 
 
@@ -61,10 +64,11 @@ def mark_durable_package(module_name: str) -> None:
 
 def for_awaited(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunction | None:
     """The compiled function for an awaited coroutine's code, or None to await it inline."""
-    if code in _by_code:
-        return _by_code[code]
+    cached = _by_code.get(id(code))
+    if cached is not None:
+        return cached[1]
     if not _is_user_code(code, globals_):
-        _by_code[code] = None
+        _by_code[id(code)] = (code, None)
         return None
     return compiled(code, globals_)
 

@@ -47,4 +47,6 @@ def rewrite_zero_argument_super(function: cst.FunctionDef, positions: dict[cst.C
     if first_parameter is None:
         return function
     body = function.body.visit(_ZeroArgumentSuper(positions, first_parameter))
-    return function.with_changes(body=body)
+    rewritten = function.with_changes(body=body)
+    positions[rewritten] = positions[function]
+    return rewritten

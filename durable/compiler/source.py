@@ -52,7 +52,7 @@ class FunctionSource:
         return self.positions[node].start.line + self.first_line - 1
 
     def error(self, message: str, node: cst.CSTNode | None) -> CompileError:
-        line = self.line_of(node) if node is not None else self.code.co_firstlineno
+        line = self.line_of(node) if node in self.positions else self.code.co_firstlineno
         return CompileError(message, function=self.qualname, filename=self.filename, lineno=line)
 
 

@@ -35,14 +35,23 @@ class DurableAstTransformer(ExpressionLowering):
         emitter = self.emitter
         emitter.line = self.source.line_of(self.source.function)
         emitter.mark(emitter.new_label())
-        self.lower_body(self.source.function.body.body)
+        self.lower_body(self.source.function.body)
         if emitter.current is not None and not emitter.current.terminated:
             emitter.terminate(*emitter.route_return(None))
         return emitter
 
     # Statements.
-    def lower_body(self, statements: tuple[cst.BaseStatement, ...] | list[cst.BaseStatement]) -> None:
-        for statement in statements:
+    def lower_body(self, suite: cst.BaseSuite) -> None:
+        """Lower a block of statements (``if x: a; b`` on one line included)."""
+        if isinstance(suite, cst.SimpleStatementSuite):
+            for small in suite.body:
+                self.at(small)
+                if self.marks.suspends(small):
+                    self._small(small)
+                else:
+                    self._verbatim(nodes.line(small), original=small)
+            return
+        for statement in suite.body:
             self.lower_statement(statement)
 
     def lower_statement(self, statement: cst.BaseStatement) -> None:
@@ -50,12 +59,7 @@ class DurableAstTransformer(ExpressionLowering):
         if not self.marks.suspends(statement):
             self._verbatim(statement)
         elif isinstance(statement, cst.SimpleStatementLine):
-            for small in statement.body:
-                self.at(small)
-                if self.marks.suspends(small):
-                    self._small(small)
-                else:
-                    self._verbatim(nodes.line(small), original=small)
+            self.lower_body(cst.SimpleStatementSuite(statement.body))
         elif isinstance(statement, cst.If):
             self._if(statement)
         elif isinstance(statement, cst.While):
@@ -207,13 +211,13 @@ class DurableAstTransformer(ExpressionLowering):
         e = self.emitter
         otherwise, end = e.new_label(), e.new_label()
         e.branch(nodes.negate(self.explode(node.test)), otherwise)
-        self.lower_body(node.body.body)
+        self.lower_body(node.body)
         e.jump(end)
         e.mark(otherwise)
         if isinstance(node.orelse, cst.If):
             self.lower_statement(node.orelse)
         elif node.orelse is not None:
-            self.lower_body(node.orelse.body.body)
+            self.lower_body(node.orelse.body)
         e.mark(end)
 
     def _while(self, node: cst.While) -> None:
@@ -223,10 +227,10 @@ class DurableAstTransformer(ExpressionLowering):
         e.mark(head)
         self.at(node.test)
         e.branch(nodes.negate(self.explode(node.test)), otherwise)
-        self._loop_body(node.body.body, Loop(end, head, len(e.finally_regions)), head)
+        self._loop_body(node.body, Loop(end, head, len(e.finally_regions)), head)
         e.mark(otherwise)
         if node.orelse is not None:
-            self.lower_body(node.orelse.body.body)
+            self.lower_body(node.orelse.body)
         e.mark(end)
 
     def _for(self, node: cst.For) -> None:
@@ -256,13 +260,13 @@ class DurableAstTransformer(ExpressionLowering):
             e.emit(step)
             e.current.successors.add(otherwise)
         self._store(node.target, item)
-        self._loop_body(node.body.body, Loop(end, head, len(e.finally_regions)), head)
+        self._loop_body(node.body, Loop(end, head, len(e.finally_regions)), head)
         e.mark(otherwise)
         if node.orelse is not None:
-            self.lower_body(node.orelse.body.body)
+            self.lower_body(node.orelse.body)
         e.mark(end)
 
-    def _loop_body(self, body: tuple[cst.BaseStatement, ...], loop: Loop, head: int) -> None:
+    def _loop_body(self, body: cst.BaseSuite, loop: Loop, head: int) -> None:
         e = self.emitter
         e.loops.append(loop)
         self.lower_body(body)
@@ -285,12 +289,12 @@ class DurableAstTransformer(ExpressionLowering):
             caught, dispatch = e.temp("the exception being handled").value, e.new_label()
             e.handlers.append(Handler(dispatch, caught, is_finally=False))
         e.mark(e.new_label())
-        self.lower_body(node.body.body)
+        self.lower_body(node.body)
         if node.handlers:
             e.handlers.pop()
         if node.orelse is not None:
             e.mark(e.new_label())
-            self.lower_body(node.orelse.body.body)
+            self.lower_body(node.orelse.body)
         leave = region.label if region is not None else after
         e.jump(leave)
         if node.handlers:
@@ -301,7 +305,7 @@ class DurableAstTransformer(ExpressionLowering):
             e.handling.append((region.record, True))
             self.at(node.finalbody)
             e.mark(region.label)
-            self.lower_body(node.finalbody.body.body)
+            self.lower_body(node.finalbody.body)
             e.end_finally(region, after)
             e.handling.pop()
         e.mark(after)
@@ -325,7 +329,7 @@ class DurableAstTransformer(ExpressionLowering):
             self.at(handler)
             e.mark(label)
             if handler.name is None:
-                self.lower_body(handler.body.body)
+                self.lower_body(handler.body)
             else:
                 # rewrite: `except E as n: body` -> n = exc; try: body finally: n = None; del n
                 bound = handler.name.name
@@ -347,7 +351,7 @@ class DurableAstTransformer(ExpressionLowering):
         e = self.emitter
         helper = e.helper
         item, rest = node.items[0], node.items[1:]
-        body = node.body if not rest else nodes.suite([node.with_changes(items=rest)])
+        body = _statements(node.body) if not rest else [node.with_changes(items=rest)]
         is_async = node.asynchronous is not None
         manager, exit_ = e.temp("the context manager of the `with`"), e.temp("the context manager of the `with`")
         value, ok = e.temp(), e.temp()
@@ -370,7 +374,7 @@ class DurableAstTransformer(ExpressionLowering):
             nodes.if_then(nodes.negate(cst.Await(suppress) if is_async else suppress), cst.Raise()),
         ]
         inner = cst.Try(
-            body=nodes.suite([*bind, *body.body]),
+            body=nodes.suite([*bind, *body]),
             handlers=[cst.ExceptHandler(body=nodes.suite(on_error), type=helper("BaseException"))],
         )
         none = cst.Name("None")
@@ -396,7 +400,7 @@ class DurableAstTransformer(ExpressionLowering):
             e.branch(nodes.negate(ok), following)
             if case.guard is not None:
                 e.branch(nodes.negate(self.explode(case.guard)), following)
-            self.lower_body(case.body.body)
+            self.lower_body(case.body)
             e.jump(end)
             e.mark(following)
         e.mark(end)
@@ -409,6 +413,12 @@ _INPLACE = {
     cst.LeftShiftAssign: "ilshift", cst.RightShiftAssign: "irshift",
     cst.BitAndAssign: "iand", cst.BitOrAssign: "ior", cst.BitXorAssign: "ixor",
 }
+
+
+def _statements(suite: cst.BaseSuite) -> list[cst.BaseStatement]:
+    if isinstance(suite, cst.SimpleStatementSuite):
+        return [nodes.line(small) for small in suite.body]
+    return list(suite.body)
 
 
 def _index_expr(target: cst.Subscript, slice_: cst.Name) -> cst.BaseExpression:

@@ -20,8 +20,8 @@ class VerbatimRewriter(cst.CSTTransformer):
         self.path: list[cst.CSTNode] = []
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if self.path and isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda):
-            return False  # another scope
+        if isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda):
+            return False  # another scope: its return/break/continue are its own
         self.path.append(node)
         return True
 

@@ -1,0 +1,134 @@
+"""Run the same program plainly and durably, and compare what happened.
+
+Programs are source text. ``PAUSE("name")`` lines become
+``raise PauseForEventException("name")`` in the durable version and nothing
+in the plain one. The durable run is interrupted right after every save
+(or the saves a mask selects), and continued by a fresh runtime over the same
+store, the way a new process would continue it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import re
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from durable import (
+    DurableBackend,
+    DurableRuntime,
+    InMemoryStateStore,
+    PauseForEventException,
+    make_durable,
+)
+from durable.stores import StateStore
+
+_PAUSE = re.compile(r"^(\s*)PAUSE\((.*)\)\s*$", re.MULTILINE)
+_modules = itertools.count()
+
+PRELUDE = """\
+import asyncio
+from durable import PauseForEventException
+
+TRACE = []
+
+def log(*items):
+    TRACE.append(items[0] if len(items) == 1 else items)
+    return items[-1] if items else None
+
+async def nd(value):
+    # an ordinary library-style coroutine (awaited inline)
+    await asyncio.sleep(0)
+    TRACE.append(("nd", value))
+    return value
+"""
+
+
+class SimulatedCrash(Exception):
+    """Raised right after a save: the runtime that saved is dropped, as if its process died."""
+
+
+def load_module(source: str, directory: Path, durable: bool) -> Any:
+    """Write ``source`` (after the prelude) to a fresh module and import it."""
+    body = textwrap.dedent(source)
+    if durable:
+        body = _PAUSE.sub(r"\1raise PauseForEventException(\2)", body)
+    else:
+        body = _PAUSE.sub(r"\1pass", body)
+    name = f"durable_case_{next(_modules)}"
+    path = directory / f"{name}.py"
+    path.write_text(PRELUDE + "\n" + body)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def outcome_of(value: Any = None, error: BaseException | None = None) -> tuple[Any, ...]:
+    if error is None:
+        return ("ok", value)
+    return ("error", type(error).__qualname__, _args(error))
+
+
+def _args(error: BaseException) -> Any:
+    return tuple(repr(a) if isinstance(a, BaseException) else a for a in error.args)
+
+
+async def run_plain(module: Any, entry: str, args: tuple[Any, ...]) -> tuple[Any, list[Any]]:
+    try:
+        result = outcome_of(await getattr(module, entry)(*args))
+    except Exception as error:
+        result = outcome_of(error=error)
+    return result, list(module.TRACE)
+
+
+class CrashingBackend(DurableBackend):
+    def __init__(self, store: StateStore, crash: Callable[[int], bool], saves: itertools.count) -> None:
+        super().__init__(store)
+        self.crash = crash
+        self.saves = saves
+
+    async def save_state(self, instance_id: str, state: dict[str, Any]) -> None:
+        await super().save_state(instance_id, state)
+        if self.crash(next(self.saves)):
+            raise SimulatedCrash
+
+
+async def run_durable(module: Any, entry: str, args: tuple[Any, ...], *,
+                      crash: Callable[[int], bool] = lambda n: True,
+                      save_every_await: bool = True, max_runs: int = 10_000,
+                      store: StateStore | None = None) -> tuple[Any, list[Any], int]:
+    """Run to the end through crashes and pauses; return the outcome, the trace, the runs."""
+    program = make_durable(getattr(module, entry))
+    store = store if store is not None else InMemoryStateStore()
+    saves = itertools.count()
+    for runs in range(1, max_runs + 1):
+        backend = CrashingBackend(store, crash, saves)
+        runtime = DurableRuntime(program, backend, "instance", save_every_await=save_every_await)
+        try:
+            result = outcome_of(await runtime.run(*args))
+        except SimulatedCrash:
+            continue
+        except PauseForEventException as pause:
+            backend.publish_event("instance", pause.event)
+            continue
+        except Exception as error:
+            result = outcome_of(error=error)
+        return result, list(module.TRACE), runs
+    raise AssertionError(f"no end after {max_runs} runs")
+
+
+async def compare(source: str, directory: Path, entry: str = "main", args: tuple[Any, ...] = (),
+                  **options: Any) -> tuple[Any, list[Any]]:
+    """Assert the durable run matches the plain run; return the plain outcome and trace."""
+    plain_module = load_module(source, directory, durable=False)
+    expected = await run_plain(plain_module, entry, args)
+    durable_module = load_module(source, directory, durable=True)
+    result, trace, _ = await run_durable(durable_module, entry, args, **options)
+    assert (result, trace) == expected, f"durable {(result, trace)} != plain {expected}"
+    return expected
