@@ -7,10 +7,11 @@ import types
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from .backends import OrchestrationBackend
+from .backends import DurableBackend, OrchestrationBackend
 from .compiler import registry
-from .runtime.calls import DurableCall, bind
+from .runtime.calls import bind
 from .runtime.frame import FunctionCall
+from .runtime.runtime import DurableRuntime
 
 
 class DurableProgram:
@@ -42,9 +43,12 @@ class DurableProgram:
     def qualname(self) -> str:
         return self.function.qualname
 
-    def __call__(self, *args: Any, orchestration_backend: OrchestrationBackend | None = None,
-                 instance_id: str | None = None, **kwargs: Any) -> DurableCall:
-        return DurableCall(self, args, kwargs, orchestration_backend, instance_id)
+    async def __call__(self, *args: Any, orchestration_backend: OrchestrationBackend | None = None,
+                       instance_id: str | None = None, **kwargs: Any) -> Any:
+        """Run or resume an instance. Awaited inside durable code with neither option given,
+        the call becomes a frame of the running instance instead."""
+        backend = orchestration_backend if orchestration_backend is not None else DurableBackend()
+        return await DurableRuntime(self, backend, instance_id).run(*args, **kwargs)
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         return self if instance is None else types.MethodType(self, instance)

@@ -11,6 +11,7 @@ continues whatever was pending, routing it through outer ``finally`` clauses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -45,6 +46,7 @@ class Block:
     successors: set[int] = field(default_factory=set)
     suspension: Suspension | None = None
     terminated: bool = False
+    jump_only: int | None = None  # the label it jumps to, when that is all it does
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Emitter:
         self.finally_regions: list[FinallyRegion] = []
         self.loops: list[Loop] = []
         self.current: Block | None = None
+        self.aliases: dict[int, int] = {}
         self.line = 0  # file line synthetic statements are attributed to
 
     # Labels and blocks.
@@ -83,14 +86,16 @@ class Emitter:
 
     def mark(self, label: int, suspension: Suspension | None = None) -> None:
         """Open block ``label``; the open block, if it runs on, falls through to it."""
-        if self.current is not None and not self.current.terminated:
+        handler = self.handlers[-1] if self.handlers else None
+        handling = tuple(self.handling)
+        current = self.current
+        if current is not None and not current.terminated:
+            if (not current.statements and suspension is None and current.suspension is None
+                    and current.handler == handler and current.handling == handling):
+                self.aliases[label] = current.pc  # nothing between them: one block, two names
+                return
             self.jump(label)
-        block = Block(
-            pc=label,
-            handler=self.handlers[-1] if self.handlers else None,
-            handling=tuple(self.handling),
-            suspension=suspension,
-        )
+        block = Block(pc=label, handler=handler, handling=handling, suspension=suspension)
         assert label not in self.blocks, label
         self.blocks[label] = block
         self.current = block
@@ -100,6 +105,37 @@ class Emitter:
             self.mark(self.new_label())  # code after a jump: unreachable, kept as written
         assert self.current is not None
         return self.current
+
+    def finish(self, entry: int) -> list[Block]:
+        """Number the blocks for good: aliases merged, jump-only blocks threaded through."""
+        resolved: dict[int, int] = {}
+
+        def resolve(label: int) -> int:
+            seen = set()
+            label = self.aliases.get(label, label)
+            while self.blocks[label].jump_only is not None and label not in seen:
+                seen.add(label)
+                label = self.aliases.get(self.blocks[label].jump_only, self.blocks[label].jump_only)
+            return label
+
+        start = resolve(entry)
+        kept = [start] + [pc for pc in self.blocks if pc != start and self.blocks[pc].jump_only is None]
+        numbers = {label: number for number, label in enumerate(kept)}
+        for label in (*self.blocks, *self.aliases):
+            resolved[label] = numbers[resolve(label)]
+        pattern = re.compile(re.escape(self.prefix) + r"L(\d+)")
+        renumber = _Renumber(pattern, resolved)
+        finished = []
+        for label in kept:
+            block = self.blocks[label]
+            block.pc = resolved[label]
+            block.statements = [(s.visit(renumber), line, verbatim) for s, line, verbatim in block.statements]
+            block.successors = {resolved[s] for s in block.successors}
+            if block.handler is not None:
+                block.handler = Handler(resolved[block.handler.target], block.handler.variable,
+                                        block.handler.is_finally)
+            finished.append(block)
+        return finished
 
     # Emitting.
     def emit(self, statement: cst.BaseStatement, line: int | None = None, verbatim: bool = False) -> None:
@@ -115,13 +151,20 @@ class Emitter:
         block.terminated = True
 
     def jump(self, label: int) -> None:
-        self.terminate(nodes.return_small(nodes.integer(label)), successors=(label,))
+        block = self._open()
+        self.terminate(nodes.return_small(self.ref(label)), successors=(label,))
+        if len(block.statements) == 1:
+            block.jump_only = label
 
     def branch(self, test: cst.BaseExpression, label: int) -> None:
         """``if test: goto label``; the block continues after it."""
         block = self._open()
-        self.emit(nodes.if_then(test, nodes.return_small(nodes.integer(label))))
+        self.emit(nodes.if_then(test, nodes.return_small(self.ref(label))))
         block.successors.add(label)
+
+    def ref(self, label: int) -> cst.Name:
+        """A jump target in emitted code; ``finish`` turns it into the block's final number."""
+        return cst.Name(f"{self.prefix}L{label}")
 
     def temp(self, holds: str = "an intermediate value") -> cst.Name:
         """A fresh frame variable for a value that must survive a suspension."""
@@ -150,7 +193,7 @@ class Emitter:
         if not crossing:
             if jump_target is not None:
                 self._note_successor(jump_target)
-                return [nodes.return_small(nodes.integer(jump_target))]
+                return [nodes.return_small(self.ref(jump_target))]
             return [nodes.return_small(record)]
         region = crossing[-1]
         if jump_target is not None:
@@ -158,7 +201,7 @@ class Emitter:
         self._note_successor(region.label)
         return [
             nodes.assign_small(cst.Name(region.record), record),
-            nodes.return_small(nodes.integer(region.label)),
+            nodes.return_small(self.ref(region.label)),
         ]
 
     def route_return(self, value: cst.BaseExpression | None) -> list[cst.BaseSmallStatement]:
@@ -166,7 +209,7 @@ class Emitter:
 
     def route_jump(self, loop: Loop, to_break: bool) -> list[cst.BaseSmallStatement]:
         target = loop.break_label if to_break else loop.continue_label
-        record = nodes.tuple_of(nodes.integer(JUMP), nodes.integer(target))
+        record = nodes.tuple_of(nodes.integer(JUMP), self.ref(target))
         return self.route(record, loop.finally_depth, jump_target=target)
 
     def _note_successor(self, label: int) -> None:
@@ -181,10 +224,20 @@ class Emitter:
         for target, depth in sorted(region.jump_targets.items()):
             target_test = nodes.equals(
                 cst.Subscript(record, [cst.SubscriptElement(cst.Index(nodes.integer(1)))]),
-                nodes.integer(target),
+                self.ref(target),
             )
             is_jump = cst.BooleanOperation(
                 nodes.equals(kind, nodes.integer(JUMP)), cst.And(), target_test
             )
             self.emit(nodes.if_then(is_jump, *self.route(record, depth, jump_target=target)))
         self.terminate(*self.route(record, 0))
+
+
+class _Renumber(cst.CSTTransformer):
+    def __init__(self, pattern: re.Pattern[str], resolved: dict[int, int]) -> None:
+        self.pattern = pattern
+        self.resolved = resolved
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+        match = self.pattern.fullmatch(updated.value)
+        return nodes.integer(self.resolved[int(match.group(1))]) if match else updated

@@ -131,7 +131,7 @@ class ExpressionLowering:
     def resume_point(self, kind: cst.Integer, payload: cst.BaseExpression) -> int:
         """End the open block with ``(kind, resume, payload)`` and open the resume block."""
         resume = self.emitter.new_label()
-        action = nodes.tuple_of(kind, nodes.integer(resume), payload)
+        action = nodes.tuple_of(kind, self.emitter.ref(resume), payload)
         self.emitter.terminate(nodes.return_small(action), successors=(resume,))
         self.suspension_count += 1
         suspension = Suspension(id=f"{self.emitter.line}:{self.suspension_count}", line=self.emitter.line)

@@ -30,9 +30,9 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunc
     prefix = reserved_prefix(source.text)
     source = _prepared(source, scope.parameters)
     transformer = DurableAstTransformer(source, prefix, marks)
-    emitter = transformer.transform()
-    blocks = [emitter.blocks[pc] for pc in range(emitter.next_pc)]
-    variables = sorted(scope.variables | set(emitter.temps) | set(code.co_freevars))
+    blocks = transformer.transform()
+    temps = transformer.emitter.temps
+    variables = sorted(scope.variables | set(temps) | set(code.co_freevars))
     generated = generate(source, blocks, prefix, variables, scope.globals)
     live, captured = live_variables(blocks, generated.block_codes, set(variables))
     return CompiledFunction(
@@ -45,7 +45,7 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunc
         blocks=tuple(_code_block(b, generated.block_codes[b.pc], live[b.pc] | captured) for b in blocks),
         variables=tuple(variables),
         captured=captured,
-        descriptions=dict(emitter.temps),
+        descriptions=dict(temps),
         helper_cells={f"{prefix}{name}": cell for name, cell in HELPER_CELLS.items()},
         awaited_names=frozenset(transformer.awaited_names - scope.variables),
         listing=generated.module,

@@ -13,7 +13,7 @@ import libcst as cst
 
 from ..runtime.actions import PAUSE
 from . import nodes
-from .emitter import Emitter, FinallyRegion, Handler, Loop
+from .emitter import Block, Emitter, FinallyRegion, Handler, Loop
 from .expressions import ExpressionLowering
 from .marks import SuspensionMarks, is_static_pause
 from .source import FunctionSource
@@ -30,15 +30,16 @@ class DurableAstTransformer(ExpressionLowering):
         self.suspension_count = 0
         self.awaited_names: set[str] = set()
 
-    def transform(self) -> Emitter:
-        """Lower the whole body; the blocks are in ``emitter.blocks``."""
+    def transform(self) -> list[Block]:
+        """Lower the whole body into blocks numbered from 0 (the entry)."""
         emitter = self.emitter
         emitter.line = self.source.line_of(self.source.function)
-        emitter.mark(emitter.new_label())
+        entry = emitter.new_label()
+        emitter.mark(entry)
         self.lower_body(self.source.function.body)
         if emitter.current is not None and not emitter.current.terminated:
             emitter.terminate(*emitter.route_return(None))
-        return emitter
+        return emitter.finish(entry)
 
     # Statements.
     def lower_body(self, suite: cst.BaseSuite) -> None:
@@ -253,7 +254,7 @@ class DurableAstTransformer(ExpressionLowering):
             step = cst.Try(
                 body=nodes.suite([nodes.assign(item, nodes.call(helper("next"), iterator))]),
                 handlers=[cst.ExceptHandler(
-                    body=nodes.suite([nodes.line(nodes.return_small(nodes.integer(otherwise)))]),
+                    body=nodes.suite([nodes.line(nodes.return_small(e.ref(otherwise)))]),
                     type=helper("StopIteration"),
                 )],
             )
