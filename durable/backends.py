@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 
@@ -73,7 +74,6 @@ class DurableBackend(OrchestrationBackend):
             if self._published is None:
                 self._published = asyncio.Event()
             self._published.clear()
-            try:  # published here wakes us at once; published by another process, within a poll
+            # Published here wakes us at once; published by another process, within a poll.
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._published.wait(), _POLL_SECONDS)
-            except TimeoutError:
-                pass

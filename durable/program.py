@@ -32,7 +32,7 @@ class DurableProgram:
         self.__qualname__ = fn.__qualname__
         self.__doc__ = fn.__doc__
         self.__module__ = fn.__module__
-        registry.mark_durable_package(fn.__module__)
+        registry.mark_durable_package(fn.__module__ or "__main__")
         self.function = registry.compiled(fn.__code__, fn.__globals__)
 
     @property

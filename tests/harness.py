@@ -69,6 +69,13 @@ def load_module(source: str, directory: Path, durable: bool) -> Any:
     return module
 
 
+def reload_module(module: Any) -> Any:
+    """Run the module's (edited) file again in the same module object, like importlib.reload."""
+    spec = importlib.util.spec_from_file_location(module.__name__, module.__file__)
+    spec.loader.exec_module(module)
+    return module
+
+
 def outcome_of(value: Any = None, error: BaseException | None = None) -> tuple[Any, ...]:
     if error is None:
         return ("ok", value)

@@ -29,11 +29,9 @@ _by_code: dict[int, tuple[types.CodeType, CompiledFunction | None]] = {}
 _by_key: dict[str, CompiledFunction] = {}
 _durable_packages: set[str] = set()
 
-_LIBRARY_DIRS = tuple(
-    os.path.realpath(path) + os.sep
-    for path in {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
-    if path
-) + (os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep,)
+_INSTALL_PATHS = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+_OWN_PACKAGE = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+_LIBRARY_DIRS = tuple(os.path.realpath(p) + os.sep for p in (*_INSTALL_PATHS, _OWN_PACKAGE) if p)
 
 
 def compiled(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunction:

@@ -37,7 +37,11 @@ def frame_for(awaitable: Any) -> FunctionCall | None:
         return arguments["self"].new_frame(arguments["args"], arguments["kwargs"])
     from ..compiler.registry import for_awaited
 
-    function = for_awaited(code, frame.f_globals)
+    try:
+        function = for_awaited(code, frame.f_globals)
+    except BaseException:
+        awaitable.close()  # a compile error: the coroutine will never run
+        raise
     if function is None:
         return None
     arguments = frame.f_locals
