@@ -11,6 +11,7 @@ the call stack can keep frames that share objects in one blob.
 
 from __future__ import annotations
 
+import gc
 import io
 import pickle
 import types
@@ -44,11 +45,106 @@ def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: d
     return error
 
 
+# Iterators over dicts and sets: CPython pickles them as a list of the remaining items,
+# which loses their link to the container (a value updated later would come out stale,
+# and changing the container's size would no longer raise).
+_DICT_ITERATORS = {
+    type(iter({})): ("keys", False),
+    type(iter({}.values())): ("values", False),
+    type(iter({}.items())): ("items", False),
+    type(reversed({})): ("keys", True),
+    type(reversed({}.values())): ("values", True),
+    type(reversed({}.items())): ("items", True),
+}
+_SET_ITERATOR = type(iter(set()))
+
+
+def _reduce_dict_iterator(iterator: Any) -> tuple[Any, ...]:
+    container = next((r for r in gc.get_referents(iterator) if isinstance(r, dict)), None)
+    if container is None:
+        return (iter, ((),))  # exhausted
+    try:
+        iterator.__reduce__()  # iterates a copy: raises if the dict changed size meanwhile
+    except RuntimeError as error:
+        return (BrokenIterator, (str(error),))
+    view, backwards = _DICT_ITERATORS[type(iterator)]
+    return (_dict_iterator, (container, view, backwards, len(container) - iterator.__length_hint__()))
+
+
+def _dict_iterator(container: dict[Any, Any], view: str, backwards: bool, done: int) -> Any:
+    """A real iterator over the (restored) dict, advanced to where the saved one stood."""
+    source = container if view == "keys" else getattr(container, view)()
+    iterator = reversed(source) if backwards else iter(source)
+    for _ in range(done):
+        next(iterator)
+    return iterator
+
+
+def _reduce_set_iterator(iterator: Any) -> tuple[Any, ...]:
+    container = next((r for r in gc.get_referents(iterator) if isinstance(r, set | frozenset)), None)
+    if container is None:
+        return (iter, ((),))
+    try:
+        _, (remaining,) = iterator.__reduce__()
+    except RuntimeError as error:
+        return (BrokenIterator, (str(error),))
+    # A rebuilt set may order its items differently: keep the items, check the size.
+    return (SetIterator, (container, remaining, len(container)))
+
+
+class SetIterator:
+    """A set iterator restored from saved state: the items it had left, and CPython's size check."""
+
+    def __init__(self, container: set[Any] | frozenset[Any], remaining: list[Any], size: int) -> None:
+        self._container = container
+        self._remaining = remaining
+        self._size = size
+
+    def __iter__(self) -> SetIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if len(self._container) != self._size:
+            self._size = -1
+            raise RuntimeError("Set changed size during iteration")
+        if not self._remaining:
+            raise StopIteration
+        return self._remaining.pop(0)
+
+    def __length_hint__(self) -> int:
+        return len(self._remaining)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SetIterator, (self._container, list(self._remaining), self._size))
+
+
+class BrokenIterator:
+    """An iterator whose container changed size before it was saved: it raises as it would have."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def __iter__(self) -> BrokenIterator:
+        return self
+
+    def __next__(self) -> Any:
+        raise RuntimeError(self._message)
+
+
+def _reduce_special(obj: Any) -> Any:
+    if isinstance(obj, BaseException):
+        return _reduce_exception(obj)
+    kind = type(obj)
+    if kind in _DICT_ITERATORS:
+        return _reduce_dict_iterator(obj)
+    if kind is _SET_ITERATOR:
+        return _reduce_set_iterator(obj)
+    return NotImplemented
+
+
 class _StatePickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, BaseException):
-            return _reduce_exception(obj)
-        return NotImplemented
+        return _reduce_special(obj)
 
 
 def _empty_cell() -> types.CellType:
@@ -71,11 +167,10 @@ def _reduce_cell(cell: types.CellType) -> tuple[Any, ...]:
 
 class _CloudStatePickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, BaseException):
-            return _reduce_exception(obj)
         if type(obj) is types.CellType:
             return _reduce_cell(obj)
-        return super().reducer_override(obj)
+        reduced = _reduce_special(obj)
+        return super().reducer_override(obj) if reduced is NotImplemented else reduced
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
         # cloudpickle gives a function fresh cells; a closure must keep the frame's own cells,

@@ -161,6 +161,44 @@ async def main():
     return seen, xs
 """)
 
+case("container_iterators_keep_their_container", """
+async def main():
+    d = {"a": 1, "b": 2, "c": 3}
+    out = []
+    for k, v in d.items():
+        out.append((k, v, await nd(k)))
+        if k == "a":
+            d["c"] = 30
+    try:
+        for k in d:
+            await nd(k)
+            d[k + k] = 0
+    except RuntimeError as e:
+        out.append(str(e))
+    s = {1, 2, 3}
+    try:
+        for x in s:
+            await nd(x)
+            s.add(x + 10)
+    except RuntimeError as e:
+        out.append(str(e))
+    for k in reversed(d):
+        out.append(await nd(k))
+    for v in d.values():
+        out.append(await nd(v))
+        d["a"] = -1
+    return out
+""")
+
+case("annotations", """
+async def main():
+    counts: dict[str, int] = {}
+    total: int
+    counts["a"] = await nd(1)
+    label: str = await nd("x")
+    return counts, label
+""")
+
 # --- conditionals and match -------------------------------------------------------------------
 case("if_elif_else", """
 async def main():

@@ -17,7 +17,7 @@ from .emitter import Block, Emitter, FinallyRegion, Handler, Loop
 from .expressions import ExpressionLowering
 from .marks import SuspensionMarks, is_static_pause
 from .source import FunctionSource
-from .verbatim import VerbatimRewriter
+from .verbatim import VerbatimRewriter, unannotated
 
 
 class DurableAstTransformer(ExpressionLowering):
@@ -95,8 +95,11 @@ class DurableAstTransformer(ExpressionLowering):
             self._augmented(small)
         elif isinstance(small, cst.AnnAssign):
             # rewrite: `x: T = v` -> `x = v` (a local annotation is never evaluated)
-            if small.value is not None:
-                self._assign(cst.Assign([cst.AssignTarget(small.target)], small.value))
+            for part in unannotated(small):
+                if self.marks.suspends(part):
+                    self._small(part)
+                else:
+                    self.emitter.emit(nodes.line(part))
         elif isinstance(small, cst.Return):
             value = self.explode(small.value) if small.value is not None else None
             e.terminate(*e.route_return(value))

@@ -51,3 +51,24 @@ class VerbatimRewriter(cst.CSTTransformer):
 
     def leave_Global(self, original: cst.Global, updated: cst.Global) -> cst.Pass:
         return cst.Pass()
+
+    def leave_AnnAssign(self, original: cst.AnnAssign, updated: cst.AnnAssign):  # type: ignore[override]
+        return cst.FlattenSentinel(unannotated(updated))
+
+
+def unannotated(node: cst.AnnAssign) -> list[cst.BaseSmallStatement]:
+    """``x: T = v`` as ``x = v``: a function never evaluates a local's annotation, and an
+    annotated name cannot be a block's nonlocal. Without a value, only the parts of an
+    attribute or subscript target are evaluated, as CPython does."""
+    if node.value is not None:
+        return [cst.Assign([cst.AssignTarget(node.target)], node.value)]
+    target = node.target
+    if isinstance(target, cst.Attribute):
+        return [cst.Expr(target.value)]
+    if isinstance(target, cst.Subscript):
+        parts: list[cst.BaseSmallStatement] = [cst.Expr(target.value)]
+        for element in target.slice:
+            if isinstance(element.slice, cst.Index):
+                parts.append(cst.Expr(element.slice.value))
+        return parts
+    return [cst.Pass()]
