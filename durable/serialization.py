@@ -184,41 +184,83 @@ class _CloudStatePickler(cloudpickle.Pickler):
 
 
 class Pickled:
-    """A blob and the mutable objects in it (by id), read lazily from the (un)pickler's memo."""
+    """A blob and the mutable objects in it (by id), read lazily from the (un)pickler's memo.
+
+    Ids are only compared with objects of frames still alive, so an id whose object died
+    can at worst make two blobs look like they share something: one extra merge, never a miss.
+    """
 
     __slots__ = ("_mutable", "_worker", "blob")
 
     def __init__(self, blob: bytes, worker: pickle.Pickler | pickle.Unpickler) -> None:
         self.blob = blob
-        self._worker = worker  # its memo keeps the objects alive, so their ids stay theirs
+        self._worker: pickle.Pickler | pickle.Unpickler | None = worker
         self._mutable: frozenset[int] | None = None
 
     @property
     def mutable_ids(self) -> frozenset[int]:
         if self._mutable is None:
-            entries = self._worker.memo.copy().values()
-            objects = (e[1] for e in entries) if isinstance(self._worker, pickle.Pickler) else entries
+            worker = self._worker
+            assert worker is not None, "compared after its pickler was reused without freeze()"
+            entries = worker.memo.copy().values()
+            objects = (e[1] for e in entries) if isinstance(worker, pickle.Pickler) else entries
             self._mutable = frozenset(id(obj) for obj in objects if not isinstance(obj, _IMMUTABLE))
+            self._worker = None
         return self._mutable
+
+    def freeze(self) -> None:
+        """Read the memo now, before the pickler that wrote this blob is reused."""
+        _ = self.mutable_ids
+
+    def forget_memo(self) -> None:
+        """The pickler is being reused and nobody froze this blob: it will not be compared."""
+        if self._mutable is None:
+            self._worker = None
 
     def shares_with(self, other: Pickled) -> bool:
         small, large = sorted((self.mutable_ids, other.mutable_ids), key=len)
         return not small.isdisjoint(large)
 
 
-def dump(obj: Any) -> Pickled:
-    """Pickle ``obj``; raises the pickler's error if neither pickler can."""
+class StatePickler:
+    """Pickles blob after blob with one reused pickler (making one costs more than a small dump).
+
+    Reusing it clears the memo of the previous blob: call ``freeze()`` on a blob first if
+    its shared objects will be needed later.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self._pickler = _StatePickler(self._buffer, PROTOCOL)
+        self._last: Pickled | None = None
+
+    def dump(self, obj: Any) -> Pickled:
+        """Pickle ``obj``; raises the pickler's error if neither pickler can."""
+        if self._last is not None:
+            self._last.forget_memo()
+            self._last = None
+        buffer, pickler = self._buffer, self._pickler
+        buffer.seek(0)
+        buffer.truncate()
+        pickler.clear_memo()
+        try:
+            pickler.dump(obj)
+        except Exception:
+            return _dump_with_cloudpickle(obj)
+        self._last = Pickled(buffer.getvalue(), pickler)
+        return self._last
+
+
+def _dump_with_cloudpickle(obj: Any) -> Pickled:
     buffer = io.BytesIO()
-    pickler: pickle.Pickler = _StatePickler(buffer, PROTOCOL)
-    try:
-        pickler.dump(obj)
-    except Exception:
-        buffer = io.BytesIO()
-        pickler = _CloudStatePickler(buffer, PROTOCOL)
-        pickler.dump(obj)
-    blob = buffer.getvalue()
-    buffer.close()
-    return Pickled(blob, pickler)
+    pickler = _CloudStatePickler(buffer, PROTOCOL)
+    pickler.dump(obj)
+    return Pickled(buffer.getvalue(), pickler)
+
+
+def dump(obj: Any) -> Pickled:
+    """Pickle ``obj`` once; raises the pickler's error if neither pickler can."""
+    return StatePickler().dump(obj)
 
 
 def dumps(obj: Any) -> bytes:

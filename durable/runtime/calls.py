@@ -49,7 +49,13 @@ def frame_for(awaitable: Any) -> FunctionCall | None:
     return FunctionCall(function, arguments)
 
 
-def _program_call() -> types.CodeType:
-    from ..program import DurableProgram
+_PROGRAM_CALL: list[types.CodeType] = []
 
-    return DurableProgram.__call__.__code__
+
+def _program_call() -> types.CodeType:
+    """The code of ``DurableProgram.__call__`` (imported late: program imports this module)."""
+    if not _PROGRAM_CALL:
+        from ..program import DurableProgram
+
+        _PROGRAM_CALL.append(DurableProgram.__call__.__code__)
+    return _PROGRAM_CALL[0]

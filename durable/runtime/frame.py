@@ -70,20 +70,22 @@ class FunctionCall:
                 values[name] = value
         return values, shared
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def saved_state(self) -> tuple[Any, ...]:
+        """The frame as plain data (no class to look up when pickled: that is the slow part)."""
         values, shared = self.saved_variables()
         function = self.function
-        return (_restore, (function.key, function.fingerprint, self.pc, values, shared, self.delivery))
+        return (function.key, function.fingerprint, self.pc, values, shared, self.delivery)
+
+    @classmethod
+    def restore(cls, state: tuple[Any, ...]) -> FunctionCall:
+        from ..compiler.registry import resolve
+
+        key, fingerprint, pc, values, shared, delivery = state
+        frame = cls(resolve(key, fingerprint), values, pc)
+        frame.cells.update(shared)
+        frame.delivery = delivery
+        return frame
 
     def __repr__(self) -> str:
         return f"<FunctionCall {self.function.qualname} at line {self.line} (block {self.pc})>"
 
-
-def _restore(key: str, fingerprint: str, pc: int, values: dict[str, Any],
-             shared: dict[str, types.CellType], delivery: Any) -> FunctionCall:
-    from ..compiler.registry import resolve
-
-    frame = FunctionCall(resolve(key, fingerprint), values, pc)
-    frame.cells.update(shared)
-    frame.delivery = delivery
-    return frame

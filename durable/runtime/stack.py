@@ -27,15 +27,16 @@ class CallStack:
     def __init__(self, frames: list[FunctionCall] | None = None) -> None:
         self.frames: list[FunctionCall] = frames or []
         self._segments: list[_Segment] = []
+        self._pickler = serialization.StatePickler()
         self.dirty_from = 0  # frames at or above this index changed since the last snapshot
 
     @classmethod
     def from_blobs(cls, blobs: list[bytes]) -> CallStack:
         stack = cls()
         for blob in blobs:
-            frames, pickled = serialization.load(blob)
+            states, pickled = serialization.load(blob)
             start = len(stack.frames)
-            stack.frames.extend(frames)
+            stack.frames.extend(FunctionCall.restore(state) for state in states)
             stack._segments.append(_Segment(start, len(stack.frames), pickled))
         stack.dirty_from = len(stack.frames)
         return stack
@@ -63,11 +64,11 @@ class CallStack:
         index = segments[-1].stop if segments else 0
         while index < len(self.frames):
             stop = index + 1
-            segment = self._pickle(index, stop)
+            segment = self._pickle(index, stop, segments)
             shared = self._first_sharing(segment, segments)
             while shared is not None:
                 segments = segments[:shared]
-                segment = self._pickle(segments[-1].stop if segments else 0, stop)
+                segment = self._pickle(segments[-1].stop if segments else 0, stop, segments)
                 shared = self._first_sharing(segment, segments)
             segments.append(segment)
             index = stop
@@ -75,8 +76,11 @@ class CallStack:
         self.dirty_from = len(self.frames)
         return [s.pickled.blob for s in segments]
 
-    def _pickle(self, start: int, stop: int) -> _Segment:
-        return _Segment(start, stop, serialization.dump(self.frames[start:stop]))
+    def _pickle(self, start: int, stop: int, older: list[_Segment]) -> _Segment:
+        for segment in older:  # they will be compared with this one: keep their memo
+            segment.pickled.freeze()
+        states = [frame.saved_state() for frame in self.frames[start:stop]]
+        return _Segment(start, stop, self._pickler.dump(states))
 
     @staticmethod
     def _first_sharing(segment: _Segment, older: list[_Segment]) -> int | None:
