@@ -34,8 +34,11 @@ class DiskStateStore(StateStore, EventLog):
     def append_event(self, instance_id: str, event: str) -> str:
         directory = self._events_dir(instance_id)
         directory.mkdir(exist_ok=True)
-        event_id = f"{time.time_ns():020d}-{uuid.uuid4().hex}"
-        _atomic_write(directory / event_id, event.encode())
+        # Ordered by a number above every pending event's, so a clock that stands still or
+        # steps back cannot reorder them; the random part keeps concurrent publishers apart.
+        newest = max((int(name.split("-")[0]) for name in _event_files(directory)), default=0)
+        event_id = f"{max(time.time_ns(), newest + 1):020d}-{uuid.uuid4().hex}"
+        _atomic_write(directory / event_id, event.encode("utf-8"))
         return event_id
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
@@ -60,17 +63,13 @@ class DiskStateStore(StateStore, EventLog):
 
     def _events(self, instance_id: str) -> list[tuple[str, str]]:
         directory = self._events_dir(instance_id)
-        try:
-            names = sorted(n for n in os.listdir(directory) if not n.startswith("."))
-        except FileNotFoundError:
-            return []
         done = consumed(self._read_state(instance_id))
         found = []
-        for name in names:
+        for name in sorted(_event_files(directory)):
             if name in done:
                 continue
             try:
-                found.append((name, (directory / name).read_text()))
+                found.append((name, (directory / name).read_bytes().decode("utf-8")))
             except FileNotFoundError:  # consumed and deleted meanwhile
                 continue
         return found
@@ -85,6 +84,13 @@ class DiskStateStore(StateStore, EventLog):
 
     def _events_dir(self, instance_id: str) -> Path:
         return self.path / f"{_file_name(instance_id)}.events"
+
+
+def _event_files(directory: Path) -> list[str]:
+    try:
+        return [name for name in os.listdir(directory) if not name.startswith(".")]
+    except FileNotFoundError:
+        return []
 
 
 def _file_name(instance_id: str) -> str:
