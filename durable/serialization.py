@@ -169,6 +169,12 @@ class _CloudStatePickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is types.CellType:
             return _reduce_cell(obj)
+        if type(obj) is types.CodeType:
+            from .compiler.registry import code_reference, nested_code
+
+            reference = code_reference(obj)
+            if reference is not None:
+                return (nested_code, reference)
         reduced = _reduce_special(obj)
         return super().reducer_override(obj) if reduced is NotImplemented else reduced
 

@@ -206,3 +206,26 @@ def test_equal_code_in_two_modules_is_two_functions(tmp_path) -> None:
     a = registry.compiled(first.main.__code__, first.__dict__)
     b = registry.compiled(second.main.__code__, second.__dict__)
     assert a is not b and a.globals is first.__dict__ and b.globals is second.__dict__
+
+
+
+def test_saved_closures_refer_to_their_code_instead_of_carrying_it(tmp_path) -> None:
+    import types
+
+    from durable import serialization
+
+    module = load_module("""
+    async def main():
+        k = 2
+        scale = lambda x: x * k
+        await nd(1)
+        return scale(3)
+    """, tmp_path, durable=True)
+    function = registry.compiled(module.main.__code__, module.__dict__)
+    [lambda_code] = [c for c in function.nested_codes if c.co_name == "<lambda>"]
+    closure = types.FunctionType(lambda_code, module.__dict__, None, None, (types.CellType(2),))
+    blob = serialization.dumps(closure)
+    restored = serialization.loads(blob)
+    assert restored.__code__ is lambda_code  # the running version's code, not a copy
+    assert restored(3) == 6
+    assert lambda_code.co_code not in blob  # no bytecode in the saved state

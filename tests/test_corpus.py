@@ -684,6 +684,24 @@ async def entry():
     return await main(3, 4, 5, scale=3, flag=True)
 """)
 
+case("nested_async_functions", """
+async def main():
+    count = 0
+    log_items = []
+    async def bump(by):
+        nonlocal count
+        await nd(by)
+        PAUSE("inside nested")
+        count += by
+        log_items.append(count)
+        return count
+    async def twice(x):
+        return await bump(x) + await bump(x)
+    first = await bump(1)
+    both = await twice(2)
+    return first, both, count, log_items
+""")
+
 case("parameters", """
 async def f(a, b=2, /, c=3, *args, d, e=5, **kw):
     await nd(a)

@@ -13,16 +13,19 @@ from .scope import Scope
 from .source import FunctionSource
 
 
-def check(source: FunctionSource, scope: Scope, marks: SuspensionMarks) -> None:
+def check(source: FunctionSource, scope: Scope, marks: SuspensionMarks, *, nested: bool) -> None:
+    """``nested``: the function is defined inside durable code, whose frames share its cells."""
     for statement in source.function.body.body:
-        statement.visit(_Checker(source, scope, marks))
+        statement.visit(_Checker(source, scope, marks, nested))
 
 
 class _Checker(cst.CSTVisitor):
-    def __init__(self, source: FunctionSource, scope: Scope, marks: SuspensionMarks) -> None:
+    def __init__(self, source: FunctionSource, scope: Scope, marks: SuspensionMarks,
+                 nested: bool) -> None:
         self.source = source
         self.scope = scope
         self.marks = marks
+        self.nested = nested
 
     def _reject(self, message: str, node: cst.CSTNode) -> None:
         raise self.source.error(message, node)
@@ -44,6 +47,8 @@ class _Checker(cst.CSTVisitor):
         return False
 
     def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+        if self.nested:
+            return
         names = ", ".join(item.name.value for item in node.names)
         self._reject(
             f"`nonlocal {names}` in a durable function: variables of an enclosing function "

@@ -21,12 +21,16 @@ from .source import FunctionSource, read_source
 from .statements import DurableAstTransformer
 
 
-def compile_code(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunction:
-    """Parse, check, lower, generate and analyse one ``async def``."""
+def compile_code(code: types.CodeType, globals_: dict[str, Any], *,
+                 nested: bool = False) -> CompiledFunction:
+    """Parse, check, lower, generate and analyse one ``async def``.
+
+    ``nested``: defined inside durable code; its free variables are that code's cells.
+    """
     source = read_source(code, globals_.get("__name__", "__main__"))
     scope = analyse(source.function)
     marks = SuspensionMarks()
-    check(source, scope, marks)
+    check(source, scope, marks, nested=nested)
     prefix = reserved_prefix(source.text)
     source = _prepared(source, scope.parameters)
     transformer = DurableAstTransformer(source, prefix, marks)
@@ -35,6 +39,7 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunc
     variables = sorted(scope.variables | set(temps) | set(code.co_freevars))
     generated = generate(source, blocks, prefix, variables, scope.globals)
     live, captured = live_variables(blocks, generated.block_codes, set(variables))
+    captured |= frozenset(code.co_freevars)  # shared with the enclosing scope
     return CompiledFunction(
         key=source.key,
         qualname=source.qualname,
@@ -48,6 +53,7 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunc
         descriptions=dict(temps),
         helper_cells={f"{prefix}{name}": cell for name, cell in HELPER_CELLS.items()},
         awaited_names=frozenset(transformer.awaited_names - scope.variables),
+        nested_codes=tuple(c for pc in sorted(generated.block_codes) for c in _nested(generated.block_codes[pc])),
         listing=generated.module,
     )
 
@@ -62,6 +68,15 @@ def _prepared(source: FunctionSource, parameters: tuple[str, ...]) -> FunctionSo
     positions = dict(source.positions)
     function = rewrite_zero_argument_super(source.function, positions, parameters[0] if parameters else None)
     return dataclasses.replace(source, function=function, positions=positions)
+
+
+def _nested(code: types.CodeType) -> list[types.CodeType]:
+    found = []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found.append(const)
+            found.extend(_nested(const))
+    return found
 
 
 def _code_block(block: Block, code: types.CodeType, live: frozenset[str]) -> CodeBlock:

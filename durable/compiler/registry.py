@@ -27,6 +27,8 @@ from .pipeline import compile_code
 # The code object is kept in the value so its id is never reused while cached.
 _by_code: dict[int, tuple[types.CodeType, CompiledFunction | None]] = {}
 _by_key: dict[str, CompiledFunction] = {}
+# Code defined inside compiled blocks -> (code, the function it is defined in, its index there).
+_nested: dict[int, tuple[types.CodeType, CompiledFunction, int]] = {}
 _durable_packages: set[str] = set()
 
 _INSTALL_PATHS = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
@@ -39,11 +41,30 @@ def compiled(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunction
     cached = _by_code.get(id(code))
     if cached is not None and cached[1] is not None:
         return cached[1]
-    function = compile_code(code, globals_)
+    function = compile_code(code, globals_, nested=id(code) in _nested)
     _by_code[id(code)] = (code, function)
     _by_key[function.key] = function
+    for index, inner in enumerate(function.nested_codes):
+        _nested[id(inner)] = (inner, function, index)
     _compile_awaited(function)
     return function
+
+
+def code_reference(code: types.CodeType) -> tuple[str, str, int] | None:
+    """How to find ``code`` again if it was defined in durable code: by its function and place.
+
+    Saved closures refer to their code this way instead of carrying bytecode, so a restored
+    closure runs the code of the running version (and is the very same code object).
+    """
+    entry = _nested.get(id(code))
+    if entry is None:
+        return None
+    _, function, index = entry
+    return (function.key, function.fingerprint, index)
+
+
+def nested_code(key: str, fingerprint: str, index: int) -> types.CodeType:
+    return resolve(key, fingerprint).nested_codes[index]
 
 
 def _compile_awaited(function: CompiledFunction) -> None:
@@ -88,13 +109,7 @@ def _current(key: str) -> CompiledFunction:
     """The function now defined under ``key``: looked up in its module when it can be."""
     module_name, _, qualname = key.partition(":")
     if "<locals>" in qualname:
-        if key in _by_key:
-            return _by_key[key]
-        raise IncompatibleStateError(
-            f"saved state names {qualname}(), a function defined inside another function; "
-            "call make_durable on it in this process before resuming",
-            function=qualname,
-        )
+        return _current_local(module_name, qualname)
     try:
         target: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
@@ -116,6 +131,27 @@ def _current(key: str) -> CompiledFunction:
             )
         target = wrapped
     return compiled(target.__code__, target.__globals__)
+
+
+def _current_local(module_name: str, qualname: str) -> CompiledFunction:
+    """A function defined inside another: inside durable code, found through the outer one."""
+    outer_name = qualname.rpartition(".<locals>.")[0]
+    try:
+        outer = _current(f"{module_name}:{outer_name}")
+    except IncompatibleStateError:
+        outer = None
+    if outer is not None:
+        for inner in outer.nested_codes:
+            if inner.co_qualname == qualname and inner.co_flags & inspect.CO_COROUTINE:
+                return compiled(inner, outer.globals)
+    key = f"{module_name}:{qualname}"
+    if key in _by_key:
+        return _by_key[key]
+    raise IncompatibleStateError(
+        f"saved state names {qualname}(), a function defined inside another function; "
+        "call make_durable on it in this process before resuming",
+        function=qualname,
+    )
 
 
 def _is_user_code(code: types.CodeType, globals_: dict[str, Any]) -> bool:

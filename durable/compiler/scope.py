@@ -18,7 +18,7 @@ import libcst as cst
 @dataclass(frozen=True)
 class Scope:
     parameters: tuple[str, ...]
-    variables: frozenset[str]  # every name bound in the function scope, parameters included
+    variables: frozenset[str]  # names bound in the function scope (not global/nonlocal), parameters too
     globals: frozenset[str]
     nonlocals: frozenset[str]
 
@@ -28,7 +28,7 @@ def analyse(function: cst.FunctionDef) -> Scope:
     parameters = tuple(_parameter_names(function.params))
     for statement in function.body.body:
         statement.visit(collector)
-    variables = (set(parameters) | collector.bound) - collector.globals
+    variables = (set(parameters) | collector.bound) - collector.globals - collector.nonlocals
     return Scope(parameters, frozenset(variables), frozenset(collector.globals),
                  frozenset(collector.nonlocals))
 

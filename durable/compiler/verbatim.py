@@ -4,7 +4,7 @@ Only what leaves the statement changes: ``return`` becomes the block's
 RETURN action (through any lowered ``finally`` on the way), and ``break`` /
 ``continue`` aimed at a lowered loop become jumps. Loops, handlers and
 everything else inside stay native Python. ``global`` statements move to the
-top of each block.
+top of each block (as ``nonlocal`` statements do).
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ class VerbatimRewriter(cst.CSTTransformer):
 
     def leave_Global(self, original: cst.Global, updated: cst.Global) -> cst.Pass:
         return cst.Pass()
+
+    def leave_Nonlocal(self, original: cst.Nonlocal, updated: cst.Nonlocal) -> cst.Pass:
+        return cst.Pass()  # every block declares the function's cells itself
 
     def leave_AnnAssign(self, original: cst.AnnAssign, updated: cst.AnnAssign):  # type: ignore[override]
         return cst.FlattenSentinel(unannotated(updated))

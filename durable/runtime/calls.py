@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import gc
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .code import CompiledFunction
 from .frame import FunctionCall
 
 
-def bind(function: CompiledFunction, callable_: Callable[..., Any], args: tuple[Any, ...],
+def bind(function: CompiledFunction, fn: types.FunctionType, args: tuple[Any, ...],
          kwargs: Mapping[str, Any]) -> FunctionCall:
     """A new frame with arguments bound exactly as Python binds them (defaults, errors and all)."""
-    coroutine = callable_(*args, **kwargs)
+    coroutine = fn(*args, **kwargs)
     try:
         arguments = coroutine.cr_frame.f_locals
     finally:
         coroutine.close()
-    return FunctionCall(function, arguments)
+    return FunctionCall(function, arguments, shared=_closure(fn))
 
 
 def frame_for(awaitable: Any) -> FunctionCall | None:
@@ -45,8 +46,24 @@ def frame_for(awaitable: Any) -> FunctionCall | None:
     if function is None:
         return None
     arguments = frame.f_locals
+    shared = _closure(_function_of(awaitable)) if code.co_freevars else None
     awaitable.close()
-    return FunctionCall(function, arguments)
+    return FunctionCall(function, arguments, shared=shared)
+
+
+def _function_of(coroutine: types.CoroutineType) -> types.FunctionType:
+    """The function a coroutine was created from (CPython's frame refers to it)."""
+    for referent in gc.get_referents(coroutine):
+        if type(referent) is types.FunctionType and referent.__code__ is coroutine.cr_code:
+            return referent
+    raise RuntimeError(f"cannot find the function of {coroutine!r}")  # pragma: no cover
+
+
+def _closure(fn: types.FunctionType) -> dict[str, types.CellType] | None:
+    """A closure's cells by name: its frame shares them, so writes reach the enclosing scope."""
+    if not fn.__closure__:
+        return None
+    return dict(zip(fn.__code__.co_freevars, fn.__closure__, strict=True))
 
 
 _PROGRAM_CALL: list[types.CodeType] = []

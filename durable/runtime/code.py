@@ -43,6 +43,7 @@ class CompiledFunction:
     descriptions: dict[str, str]  # compiler variables -> what they hold
     helper_cells: dict[str, types.CellType]
     awaited_names: frozenset[str]  # globals this function awaits calls of
+    nested_codes: tuple[types.CodeType, ...]  # functions, lambdas, classes defined in its blocks
     listing: cst.Module = field(repr=False)
 
     def describe(self, variable: str) -> str:

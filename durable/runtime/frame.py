@@ -30,11 +30,15 @@ class FunctionCall:
 
     __slots__ = ("_bound", "cells", "delivery", "function", "pc")
 
-    def __init__(self, function: CompiledFunction, arguments: Mapping[str, Any], pc: int = 0) -> None:
+    def __init__(self, function: CompiledFunction, arguments: Mapping[str, Any], pc: int = 0,
+                 shared: Mapping[str, types.CellType] | None = None) -> None:
+        """``shared``: cells that are also someone else's (a closure's free variables)."""
         self.function = function
         self.cells = _Cells(function.helper_cells)
         for name, value in arguments.items():
             self.cells[name] = types.CellType(value)
+        if shared:
+            self.cells.update(shared)
         self.pc = pc
         self.delivery: Any = None
         self._bound: list[Callable[[Any], Any] | None] = [None] * len(function.blocks)
@@ -81,8 +85,7 @@ class FunctionCall:
         from ..compiler.registry import resolve
 
         key, fingerprint, pc, values, shared, delivery = state
-        frame = cls(resolve(key, fingerprint), values, pc)
-        frame.cells.update(shared)
+        frame = cls(resolve(key, fingerprint), values, pc, shared)
         frame.delivery = delivery
         return frame
 
