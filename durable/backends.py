@@ -44,7 +44,7 @@ class DurableBackend(OrchestrationBackend):
     def __init__(self, state_store: StateStore | None = None) -> None:
         self.state_store = state_store if state_store is not None else InMemoryStateStore()
         self._log = self.state_store if isinstance(self.state_store, EventLog) else MemoryEventLog()
-        self._published: asyncio.Event | None = None
+        self._published: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
 
     async def load_state(self, instance_id: str) -> State | None:
         return await self.state_store.load(instance_id)
@@ -57,8 +57,11 @@ class DurableBackend(OrchestrationBackend):
     def publish_event(self, instance_id: str, event_name: str) -> None:
         """Deliver ``event_name`` to an instance (now, or whenever it waits for it)."""
         self._log.append_event(instance_id, event_name)
-        if self._published is not None:
-            self._published.set()
+        for loop, published in list(self._published.items()):
+            if loop.is_closed():
+                del self._published[loop]
+            else:
+                loop.call_soon_threadsafe(published.set)
 
     async def take_event(self, instance_id: str, event_name: str,
                          exclude: Collection[str] = ()) -> str | None:
@@ -70,10 +73,9 @@ class DurableBackend(OrchestrationBackend):
 
     async def wait_for_event(self, instance_id: str, event_name: str) -> None:
         """Return once ``event_name`` has been published to the instance (it is not consumed)."""
+        published = self._published.setdefault(asyncio.get_running_loop(), asyncio.Event())
         while await self.take_event(instance_id, event_name) is None:
-            if self._published is None:
-                self._published = asyncio.Event()
-            self._published.clear()
-            # Published here wakes us at once; published by another process, within a poll.
+            published.clear()
+            # Published in this process wakes us at once; by another process, within a poll.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._published.wait(), _POLL_SECONDS)
+                await asyncio.wait_for(published.wait(), _POLL_SECONDS)

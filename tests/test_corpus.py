@@ -521,6 +521,21 @@ async def main():
     return out
 """)
 
+case("async_with_two_managers_in_a_loop", """
+class AM:
+    async def __aenter__(self):
+        return await nd(1)
+    async def __aexit__(self, *exc):
+        return False
+
+async def main():
+    out = []
+    for x in [1, 2]:
+        async with AM() as a, AM() as b:
+            out.append(a + b + x)
+    return out
+""")
+
 case("with_return_inside", """
 class Manager:
     def __enter__(self):

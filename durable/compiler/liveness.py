@@ -32,9 +32,11 @@ def live_variables(blocks: list[Block], codes: dict[int, types.CodeType],
     captured: set[str] = set()
     for block in blocks:
         block_reads, block_captured = _references(codes[block.pc], variables)
+        sure_writes, written_first = _sure_writes(block)
+        block_reads -= written_first
         block_reads.update(name for name, _ in block.handling)  # the runtime reads these
         reads[block.pc] = block_reads
-        writes[block.pc] = _sure_writes(block) & variables
+        writes[block.pc] = sure_writes & variables
         captured |= block_captured
     live: dict[int, set[str]] = {block.pc: set() for block in blocks}
     changed = True
@@ -78,21 +80,43 @@ def _free_variables(code: types.CodeType) -> set[str]:
     return names
 
 
-def _sure_writes(block: Block) -> set[str]:
-    """Names assigned by the block's leading plain assignments, before anything could jump."""
+def _sure_writes(block: Block) -> tuple[set[str], set[str]]:
+    """Names surely assigned by the block's leading plain statements, before anything could
+    jump; and those of them assigned before the block reads them (it never reads their old value)."""
     written: set[str] = set()
+    written_first: set[str] = set()
+    read: set[str] = set()
     for statement, _, _ in block.statements:
         if isinstance(statement, cst.If) and _only_raises(statement):
+            read |= _names(statement)
             continue
         if not isinstance(statement, cst.SimpleStatementLine):
             break
         for small in statement.body:
-            if isinstance(small, cst.Assign):
-                for target in small.targets:
-                    written.update(target_names(target.target))
-            elif isinstance(small, cst.Return | cst.Raise):
-                return written
-    return written
+            if isinstance(small, cst.Return | cst.Raise):
+                return written, written_first
+            targets = (
+                [name for target in small.targets for name in target_names(target.target)]
+                if isinstance(small, cst.Assign) else []
+            )
+            read |= _names(small) - set(targets)
+            for name in targets:
+                written.add(name)
+                if name not in read:
+                    written_first.add(name)
+    return written, written_first
+
+
+def _names(node: cst.CSTNode) -> set[str]:
+    """Every name a statement mentions (conservatively: all of them count as reads)."""
+    found: set[str] = set()
+
+    class _Collect(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+    node.visit(_Collect())
+    return found
 
 
 def _only_raises(statement: cst.If) -> bool:

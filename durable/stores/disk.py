@@ -94,10 +94,11 @@ def _event_files(directory: Path) -> list[str]:
 
 
 def _file_name(instance_id: str) -> str:
+    """A file name only this id maps to: readable when it can be, hashed when too long or odd."""
     name = quote(instance_id, safe="")
     if len(name) > 120 or name.startswith("."):
-        return "id-" + hashlib.sha256(instance_id.encode()).hexdigest()
-    return name
+        return "h-" + hashlib.sha256(instance_id.encode()).hexdigest()
+    return "i-" + name
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
