@@ -190,18 +190,19 @@ class _CloudStatePickler(cloudpickle.Pickler):
 
 
 class Pickled:
-    """A blob and the mutable objects in it (by id), read lazily from the (un)pickler's memo.
+    """A blob and the mutable objects in it (by id), read from the (un)pickler's memo.
 
-    Ids are only compared with objects of frames still alive, so an id whose object died
-    can at worst make two blobs look like they share something: one extra merge, never a miss.
+    The objects are kept alive with the blob, so an id in it can never come to mean
+    another object (temporary dicts made for pickling are freed and their addresses reused).
     """
 
-    __slots__ = ("_mutable", "_worker", "blob")
+    __slots__ = ("_alive", "_mutable", "_worker", "blob")
 
     def __init__(self, blob: bytes, worker: pickle.Pickler | pickle.Unpickler) -> None:
         self.blob = blob
         self._worker: pickle.Pickler | pickle.Unpickler | None = worker
         self._mutable: frozenset[int] | None = None
+        self._alive: list[Any] = []
 
     @property
     def mutable_ids(self) -> frozenset[int]:
@@ -209,8 +210,9 @@ class Pickled:
             worker = self._worker
             assert worker is not None, "compared after its pickler was reused without freeze()"
             entries = worker.memo.copy().values()
-            objects = (e[1] for e in entries) if isinstance(worker, pickle.Pickler) else entries
-            self._mutable = frozenset(id(obj) for obj in objects if not isinstance(obj, _IMMUTABLE))
+            objects = [e[1] for e in entries] if isinstance(worker, pickle.Pickler) else list(entries)
+            self._alive = [obj for obj in objects if not isinstance(obj, _IMMUTABLE)]
+            self._mutable = frozenset(map(id, self._alive))
             self._worker = None
         return self._mutable
 
