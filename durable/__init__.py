@@ -9,6 +9,7 @@ from .errors import (
     IncompatibleStateError,
     PauseForEventException,
     SerializationError,
+    UnsupportedPauseError,
 )
 from .program import DurableProgram, make_durable
 from .runtime import CallStack, CodeBlock, DurableRuntime, FunctionCall
@@ -33,6 +34,7 @@ __all__ = [
     "PauseForEventException",
     "SerializationError",
     "StateStore",
+    "UnsupportedPauseError",
     "__version__",
     "make_durable",
     "transform_to_durable_ast",

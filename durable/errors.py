@@ -64,3 +64,32 @@ class FailedInstanceError(DurableError):
         self.type_name = type_name
         self.message = message
         super().__init__(f"{type_name}: {message}")
+
+
+class UnsupportedPauseError(DurableError):
+    """A PauseForEventException escaped code that is not durable (a plain helper function).
+
+    The instance cannot resume in the middle of such code, so nothing is saved: the
+    instance stays at its last save.
+    """
+
+    def __init__(self, message: str, *, event: str | None = None):
+        self.event = event
+        super().__init__(message)
+
+    @classmethod
+    def for_error(cls, pause: PauseForEventException) -> UnsupportedPauseError:
+        where = ""
+        tb = pause.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:
+            code = tb.tb_frame.f_code
+            where = f" in {code.co_qualname}() ({code.co_filename}, line {tb.tb_lineno})"
+        return cls(
+            f"PauseForEventException({pause.event!r}) was raised{where}, not by a "
+            "`raise PauseForEventException(...)` statement in durable code: an instance can only "
+            "pause at such a statement (in a durable function or an async def it awaits). "
+            "The instance stays at its last save.",
+            event=pause.event,
+        )

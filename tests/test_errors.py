@@ -16,6 +16,7 @@ from durable import (
     InMemoryStateStore,
     PauseForEventException,
     SerializationError,
+    UnsupportedPauseError,
     make_durable,
 )
 
@@ -274,3 +275,44 @@ async def test_instance_of_another_program_is_refused(tmp_path) -> None:
 def test_asyncio_run_accepts_a_program_call(tmp_path) -> None:
     module = load_module("async def main(x):\n    return await nd(x)\n", tmp_path, durable=True)
     assert asyncio.run(make_durable(module.main)(5)) == 5
+
+
+async def test_pause_raised_by_a_plain_helper_is_refused_naming_it(tmp_path) -> None:
+    source = """
+    def require(event):
+        raise PauseForEventException(event)
+
+    async def main():
+        await nd(1)
+        require("go")
+        return "done"
+    """
+    module = load_module(source, tmp_path, durable=True)
+    program = make_durable(module.main)
+    store = InMemoryStateStore()
+    backend = DurableBackend(store)
+    with pytest.raises(UnsupportedPauseError) as caught:
+        await program(orchestration_backend=backend, instance_id="i")
+    assert caught.value.event == "go"
+    assert f"require() ({module.__file__}, line {line_of(source, 'raise PauseForEventException')})" in str(caught.value)
+    saved = await store.load("i")
+    assert saved["status"] == "running"  # left at its last save, nothing half-written
+    with pytest.raises(UnsupportedPauseError):
+        await program(orchestration_backend=backend, instance_id="i")
+
+
+async def test_pause_in_an_awaited_async_helper_works(tmp_path) -> None:
+    module = load_module("""
+    async def require(event):
+        raise PauseForEventException(event) from None
+
+    async def main():
+        await require("go")
+        return "done"
+    """, tmp_path, durable=True)
+    program = make_durable(module.main)
+    backend = DurableBackend(InMemoryStateStore())
+    with pytest.raises(PauseForEventException):
+        await program(orchestration_backend=backend, instance_id="i")
+    backend.publish_event("i", "go")
+    assert await program(orchestration_backend=backend, instance_id="i") == "done"

@@ -15,8 +15,11 @@ PAUSE_NAME = "PauseForEventException"
 
 
 def is_static_pause(node: cst.CSTNode) -> bool:
-    """``raise PauseForEventException(...)`` (or ``raise module.PauseForEventException(...)``)."""
-    if not isinstance(node, cst.Raise) or node.cause is not None:
+    """``raise PauseForEventException(...)`` (or ``raise module.PauseForEventException(...)``).
+
+    A ``from`` clause is allowed and evaluated; a pause has no cause to keep.
+    """
+    if not isinstance(node, cst.Raise):
         return False
     call = node.exc
     if not isinstance(call, cst.Call):

@@ -189,7 +189,11 @@ class DurableAstTransformer(ExpressionLowering):
     def _raise(self, node: cst.Raise) -> None:
         if is_static_pause(node):
             # rewrite: `raise PauseForEventException(e)` -> return (PAUSE, resume, exc); resume after it
-            exc = self.explode(node.exc)
+            if node.cause is None:
+                exc = self.explode(node.exc)
+            else:
+                exc, cause = self.explode_in_order([node.exc, node.cause.item])
+                self.emitter.emit(nodes.expression(cause))
             pause = self.emitter.local("pause")
             helper = self.emitter.helper
             self.emitter.emit(nodes.assign(pause, exc))

@@ -17,7 +17,12 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization
-from ..errors import FailedInstanceError, PauseForEventException, SerializationError
+from ..errors import (
+    FailedInstanceError,
+    PauseForEventException,
+    SerializationError,
+    UnsupportedPauseError,
+)
 from . import envelope
 from .actions import AWAIT, PAUSE, RAISE, RETURN, Thrown
 from .calls import frame_for
@@ -82,6 +87,8 @@ class DurableRuntime:
                     action = frame.block(pc)(delivered)
             except BaseException as error:
                 _clean(error, delivered)
+                if isinstance(error, PauseForEventException) and delivered.__class__ is not Thrown:
+                    raise UnsupportedPauseError.for_error(error) from error
                 action = (RAISE, error)
 
             if action.__class__ is int:
@@ -99,6 +106,8 @@ class DurableRuntime:
                     frame.delivery = await awaitable
                 except BaseException as error:
                     _clean(error, None)
+                    if isinstance(error, PauseForEventException):
+                        raise UnsupportedPauseError.for_error(error) from error
                     frame.delivery = Thrown(error)
                 if self.save_every_await:
                     await self._save(envelope.RUNNING)
@@ -113,8 +122,7 @@ class DurableRuntime:
                 if not frames:
                     return await self._fail(error)
                 frames[-1].delivery = Thrown(error)
-                if not isinstance(error, PauseForEventException):
-                    await self._save(envelope.RUNNING)
+                await self._save(envelope.RUNNING)
             elif kind == RETURN:
                 stack.pop()
                 if not frames:
@@ -177,21 +185,9 @@ class DurableRuntime:
         return value
 
     async def _fail(self, error: BaseException) -> Any:
-        if isinstance(error, PauseForEventException):
-            # Raised by code the compiler could not see as a pause (a helper, say): the
-            # instance waits at its last save, and continues from there once the event is in.
-            await self._pause_at_last_save(error.event)
-            raise error
         text = "".join(traceback.format_exception(error))
         await self._save(envelope.FAILED, result=_saveable_error(error), error_traceback=text)
         raise error
-
-    async def _pause_at_last_save(self, event: str) -> None:
-        assert self._last_saved is not None  # an instance is saved as soon as it starts
-        self._saves += 1
-        state = dict(self._last_saved, status=envelope.PAUSED, waiting_for=event,
-                     consumed_events=[], saves=self._saves)
-        await self.backend.save_state(self.instance_id, state)
 
     def _unsaveable(self, error: Exception) -> SerializationError:
         """Name the variable that could not be saved."""
