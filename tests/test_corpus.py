@@ -423,6 +423,44 @@ async def main():
     return out
 """)
 
+case("callee_sees_callers_handled_exception", """
+import sys
+
+async def describe():
+    log("callee sees", repr(sys.exc_info()[1]))
+    await nd(0)
+    log("still sees", repr(sys.exc_info()[1]))
+
+async def reraise():
+    await nd(1)
+    raise
+
+async def main():
+    try:
+        raise ValueError(1)
+    except ValueError:
+        await describe()
+        try:
+            await reraise()
+        except ValueError as again:
+            log("re-raised", repr(again))
+    try:
+        raise KeyError(2)
+    except KeyError:
+        await nd(sys.exc_info()[1])
+    return "done"
+""")
+
+case("reassigned_from_itself_after_suspension", """
+async def main():
+    a = 1
+    s = [1]
+    await nd(0)
+    a = a + 1
+    s = s + [a]
+    return a, s
+""")
+
 case("exception_crosses_frames", """
 async def leaf(x):
     await nd(x)

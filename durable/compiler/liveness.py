@@ -95,16 +95,30 @@ def _sure_writes(block: Block) -> tuple[set[str], set[str]]:
         for small in statement.body:
             if isinstance(small, cst.Return | cst.Raise):
                 return written, written_first
-            targets = (
-                [name for target in small.targets for name in target_names(target.target)]
-                if isinstance(small, cst.Assign) else []
-            )
-            read |= _names(small) - set(targets)
+            if isinstance(small, cst.Assign):
+                targets = [name for t in small.targets for name in target_names(t.target)]
+                read |= _names(small.value)
+                for target in small.targets:
+                    read |= _target_reads(target.target)
+            else:
+                targets = []
+                read |= _names(small)
             for name in targets:
                 written.add(name)
                 if name not in read:
                     written_first.add(name)
     return written, written_first
+
+
+def _target_reads(target: cst.BaseExpression) -> set[str]:
+    """Names an assignment target reads: the object and index of attributes and subscripts."""
+    if isinstance(target, cst.Name):
+        return set()
+    if isinstance(target, cst.Tuple | cst.List):
+        return set().union(*(_target_reads(element.value) for element in target.elements))
+    if isinstance(target, cst.StarredElement):
+        return _target_reads(target.value)
+    return _names(target)
 
 
 def _names(node: cst.CSTNode) -> set[str]:

@@ -28,7 +28,7 @@ class FunctionCall:
     received a result does not lose it.
     """
 
-    __slots__ = ("_bound", "cells", "delivery", "function", "pc")
+    __slots__ = ("_bound", "cells", "delivery", "function", "inherited", "pc")
 
     def __init__(self, function: CompiledFunction, arguments: Mapping[str, Any], pc: int = 0,
                  shared: Mapping[str, types.CellType] | None = None) -> None:
@@ -41,6 +41,7 @@ class FunctionCall:
             self.cells.update(shared)
         self.pc = pc
         self.delivery: Any = None
+        self.inherited: tuple[BaseException, ...] = ()  # being handled by the callers
         self._bound: list[Callable[[Any], Any] | None] = [None] * len(function.blocks)
 
     def block(self, pc: int) -> Callable[[Any], Any]:

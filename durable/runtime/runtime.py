@@ -26,7 +26,7 @@ from ..errors import (
 from . import envelope
 from .actions import AWAIT, PAUSE, RAISE, RETURN, Thrown
 from .calls import frame_for
-from .frame import FunctionCall
+from .handling import INTERNAL_CODES, active_errors, await_within, call_within
 from .stack import CallStack
 
 if TYPE_CHECKING:
@@ -80,9 +80,10 @@ class DurableRuntime:
             frame.delivery = None
             if stack.dirty_from >= len(frames):
                 stack.dirty_from = len(frames) - 1
+            handled = block.handling or frame.inherited
             try:
-                if block.handling:
-                    action = _run_handling(frame, block.handling, delivered)
+                if handled:
+                    action = call_within(active_errors(frame, block.handling), frame.block(pc), delivered)
                 else:
                     action = frame.block(pc)(delivered)
             except BaseException as error:
@@ -99,11 +100,13 @@ class DurableRuntime:
                 frame.pc = action[1]
                 awaitable = action[2]
                 callee = frame_for(awaitable)
+                errors = active_errors(frame, block.handling) if handled else ()
                 if callee is not None:
+                    callee.inherited = errors
                     stack.push(callee)
                     continue
                 try:
-                    frame.delivery = await awaitable
+                    frame.delivery = await (await_within(errors, awaitable) if errors else awaitable)
                 except BaseException as error:
                     _clean(error, None)
                     if isinstance(error, PauseForEventException):
@@ -210,36 +213,7 @@ class DurableRuntime:
         return SerializationError(f"cannot save the state of this instance: {error}")
 
 
-def _run_handling(frame: FunctionCall, handling: tuple[tuple[str, bool], ...], delivered: Any) -> Any:
-    """Run a block of an ``except`` or ``finally`` clause inside the exceptions it handles,
-    so ``sys.exc_info()``, a bare ``raise`` and ``__context__`` behave as they do natively."""
-    errors = []
-    for variable, is_record in handling:
-        cell = frame.cells.get(variable)
-        try:
-            value = cell.cell_contents if cell is not None else None
-        except ValueError:
-            continue
-        if is_record:
-            value = value[1] if value is not None and value[0] == RAISE else None
-        if value is not None:
-            errors.append(value)
-    return _within(errors, 0, frame.block(frame.pc), delivered)
-
-
-def _within(errors: list[BaseException], index: int, block: Any, delivered: Any) -> Any:
-    if index == len(errors):
-        return block(delivered)
-    error = errors[index]
-    traceback_, context = error.__traceback__, error.__context__
-    try:
-        raise error
-    except BaseException:
-        error.__traceback__, error.__context__ = traceback_, context
-        return _within(errors, index + 1, block, delivered)
-
-
-_INTERNAL = {DurableRuntime._drive.__code__, _within.__code__, _run_handling.__code__}
+_INTERNAL = {DurableRuntime._drive.__code__, *INTERNAL_CODES}
 
 
 def _clean(error: BaseException, delivered: Any) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .. import serialization
 from .frame import FunctionCall
+from .handling import active_errors
 
 
 @dataclass
@@ -38,6 +39,8 @@ class CallStack:
             start = len(stack.frames)
             stack.frames.extend(FunctionCall.restore(state) for state in states)
             stack._segments.append(_Segment(start, len(stack.frames), pickled))
+        for caller, callee in zip(stack.frames, stack.frames[1:], strict=False):
+            callee.inherited = active_errors(caller, caller.function.blocks[caller.pc].handling)
         stack.dirty_from = len(stack.frames)
         return stack
 
