@@ -447,7 +447,7 @@ async def main():
     try:
         raise KeyError(2)
     except KeyError:
-        await nd(sys.exc_info()[1])
+        await nd(repr(sys.exc_info()[1]))
     return "done"
 """)
 
