@@ -1,0 +1,422 @@
+"""One conformance suite for every StateStore, the EventLog part of ours, and DiskStateStore specifics."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from durable import (
+    DiskStateStore,
+    DurableBackend,
+    InMemoryStateStore,
+    PauseForEventException,
+    StateStore,
+    make_durable,
+)
+from durable.stores import EventLog
+from durable.stores import disk as disk_module
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SeedStyleStore(StateStore):
+    """A store written against the seed interface only: async load/save, pickled bytes in a dict."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    async def load(self, instance_id: str) -> dict[str, Any] | None:
+        blob = self.blobs.get(instance_id)
+        return None if blob is None else pickle.loads(blob)
+
+    async def save(self, instance_id: str, state: dict[str, Any]) -> None:
+        self.blobs[instance_id] = pickle.dumps(state)
+
+
+@pytest.fixture(params=["memory", "disk", "seed"])
+def store(request, tmp_path) -> StateStore:
+    if request.param == "memory":
+        return InMemoryStateStore()
+    if request.param == "disk":
+        return DiskStateStore(tmp_path / "store")
+    return SeedStyleStore()
+
+
+@pytest.fixture(params=["memory", "disk"])
+def log(request, tmp_path) -> InMemoryStateStore | DiskStateStore:
+    if request.param == "memory":
+        return InMemoryStateStore()
+    return DiskStateStore(tmp_path / "store")
+
+
+def state(n: int = 0, **extra: Any) -> dict[str, Any]:
+    """A state shaped like the runtime's (status, frames, consumed_events, ...)."""
+    return {"status": "running", "frames": [b"frame-%d" % n], "items": [n, {"k": [n]}],
+            "consumed_events": [], **extra}
+
+
+ODD_IDS = [
+    "a/b", "..", ".", "", "../../escape", "a\\b", "x:y*?<>|\"", "tab\tnew\nline", "nul\x00byte",
+    "ünïcödé-☃-日本", "🙂" * 40, "x" * 119, "x" * 120, "x" * 121, "y" * 5000, "%2F", "a%2Fb",
+    " leading space", "trailing space ", "CON", "state.state", "x.events",
+]
+
+
+# --- every store ------------------------------------------------------------------------------
+async def test_load_of_unknown_instance_is_none(store) -> None:
+    assert await store.load("never-saved") is None
+
+
+async def test_save_then_load_roundtrip(store) -> None:
+    original = state(1, result=b"\x00\xff", nested=({"a": (1, 2.5, None)}, frozenset({3})))
+    await store.save("i", original)
+    assert await store.load("i") == original
+
+
+async def test_saved_state_does_not_alias_what_was_passed(store) -> None:
+    original = state(1)
+    await store.save("i", original)
+    original["status"] = "changed"
+    original["items"][1]["k"].append("changed")
+    original["frames"].append(b"changed")
+    assert await store.load("i") == state(1)
+
+
+async def test_loads_do_not_alias_each_other(store) -> None:
+    await store.save("i", state(1))
+    first = await store.load("i")
+    first["items"][1]["k"].append("changed")
+    first["status"] = "changed"
+    assert await store.load("i") == state(1)
+
+
+async def test_overwrite_replaces_the_state(store) -> None:
+    await store.save("i", state(1))
+    await store.save("i", state(2, status="paused"))
+    assert await store.load("i") == state(2, status="paused")
+
+
+async def test_many_instances_are_independent(store) -> None:
+    for n in range(50):
+        await store.save(f"instance-{n}", state(n))
+    await store.save("instance-7", state(700))
+    for n in range(50):
+        assert await store.load(f"instance-{n}") == state(700 if n == 7 else n)
+    assert await store.load("instance-50") is None
+
+
+async def test_instance_ids_with_odd_characters(store) -> None:
+    for n, instance_id in enumerate(ODD_IDS):
+        await store.save(instance_id, state(n))
+    for n, instance_id in enumerate(ODD_IDS):
+        assert await store.load(instance_id) == state(n), repr(instance_id)
+
+
+async def test_odd_instance_ids_stay_inside_the_store_directory(tmp_path) -> None:
+    root = tmp_path / "store"
+    store = DiskStateStore(root)
+    for n, instance_id in enumerate(ODD_IDS):
+        await store.save(instance_id, state(n))
+        store.append_event(instance_id, f"event-{n}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+    assert not list(tmp_path.parent.glob("*escape*"))
+    entries = list(root.iterdir())
+    files = [p for p in entries if p.is_file()]
+    directories = [p for p in entries if p.is_dir()]
+    assert len(files) == len(directories) == len(ODD_IDS)  # a state and an events directory each
+    assert all(len(list(d.iterdir())) == 1 and not any(e.is_dir() for e in d.iterdir())
+               for d in directories)
+    fresh = DiskStateStore(root)  # and found again by another store object
+    for n, instance_id in enumerate(ODD_IDS):
+        assert await fresh.load(instance_id) == state(n), repr(instance_id)
+        assert [e for _, e in await fresh.events(instance_id)] == [f"event-{n}"], repr(instance_id)
+
+
+async def test_file_names_of_ids_do_not_collide_with_literal_ids(tmp_path) -> None:
+    """Whatever file name an id is stored under (quoted, hashed for long or dotted ids),
+    an instance whose id is literally that name is a different instance."""
+    root = tmp_path / "store"
+    store = DiskStateStore(root)
+    ids = ["z" * 500, "..", ".hidden", "a/b", "plain"]
+    for n, instance_id in enumerate(ids):
+        await store.save(instance_id, state(n))
+    names = [p.name for p in root.iterdir()]
+    assert len(names) == len(ids)
+    for name in names:
+        for literal in {name, name.rsplit(".", 1)[0]}:
+            if literal not in ids:
+                assert await store.load(literal) is None, literal
+    for n, instance_id in enumerate(ids):
+        assert await store.load(instance_id) == state(n)
+
+
+# --- stores that are event logs ---------------------------------------------------------------
+async def test_events_come_back_in_publish_order(log) -> None:
+    names = [f"e{n % 7}" for n in range(40)]
+    ids = [log.append_event("i", name) for name in names]
+    assert len(set(ids)) == len(ids)
+    assert await log.events("i") == list(zip(ids, names, strict=True))
+    assert await log.events("other") == []
+
+
+async def test_event_names_come_back_unchanged(log) -> None:
+    names = ["", "ünï ☃ 日本", "with space", "a/b", "line\nbreak", "cr\rlf\r\n", "tab\t", "x" * 3000]
+    for name in names:
+        log.append_event("i", name)
+    assert [name for _, name in await log.events("i")] == names
+
+
+async def test_consumed_events_disappear_when_the_state_is_saved(log) -> None:
+    ids = [log.append_event("i", f"e{n}") for n in range(5)]
+    other = log.append_event("j", "e1")
+    await log.save("i", state(1, consumed_events=[ids[1], ids[3]]))
+    assert await log.events("i") == [(ids[0], "e0"), (ids[2], "e2"), (ids[4], "e4")]
+    assert await log.events("j") == [(other, "e1")]
+    # Consumed for good: a later save that lists nothing does not bring them back.
+    await log.save("i", state(2))
+    assert [name for _, name in await log.events("i")] == ["e0", "e2", "e4"]
+    assert await log.load("i") == state(2)
+
+
+async def test_events_published_after_a_save_are_kept(log) -> None:
+    first = log.append_event("i", "go")
+    await log.save("i", state(1, consumed_events=[first]))
+    second = log.append_event("i", "go")
+    assert await log.events("i") == [(second, "go")]
+    await log.save("i", state(2))
+    assert await log.events("i") == [(second, "go")]
+
+
+# --- DiskStateStore -----------------------------------------------------------------------------
+def visible(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def events_dir(directory: Path) -> Path:
+    """The one directory of event files in a store holding one instance."""
+    (found,) = [p for p in directory.iterdir() if p.is_dir()]
+    return found
+
+
+def everything(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+async def test_disk_store_keeps_state_across_store_objects(tmp_path) -> None:
+    await DiskStateStore(tmp_path).save("i", state(1))
+    assert await DiskStateStore(tmp_path).load("i") == state(1)
+
+
+async def test_disk_save_failing_before_the_rename_keeps_the_old_state(tmp_path, monkeypatch) -> None:
+    store = DiskStateStore(tmp_path)
+    await store.save("i", state(1))
+    before = everything(tmp_path)
+
+    def broken_replace(source, destination):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(disk_module.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        await store.save("i", state(2))
+    monkeypatch.undo()
+    assert await store.load("i") == state(1)
+    assert everything(tmp_path) == before  # no temporary file left behind
+
+
+async def test_disk_save_failing_midway_through_the_write_keeps_the_old_state(tmp_path, monkeypatch) -> None:
+    store = DiskStateStore(tmp_path)
+    await store.save("i", state(1))
+
+    def broken_fsync(fd):
+        raise OSError("fsync failed")
+
+    monkeypatch.setattr(disk_module.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="fsync failed"):
+        await store.save("i", state(2))
+    monkeypatch.undo()
+    assert await store.load("i") == state(1)
+    assert len(visible(tmp_path)) == 1 and visible(tmp_path)[0].endswith(".state")
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_process_dying_mid_save_leaves_the_old_state(tmp_path) -> None:
+    """A real process dies between writing the temporary file and renaming it."""
+    store = DiskStateStore(tmp_path)
+    await store.save("i", state(1))
+    event_id = store.append_event("i", "go")
+    proc = run_python("""
+        import asyncio, os, sys
+        from durable.stores import disk
+        disk.os.replace = lambda *a: os._exit(42)
+        store = disk.DiskStateStore(sys.argv[1])
+        asyncio.run(store.save("i", {"status": "half-written", "consumed_events": [sys.argv[2]]}))
+    """, str(tmp_path), event_id)
+    assert proc.returncode == 42, proc.stderr
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert len(leftovers) == 1 and leftovers[0].endswith(".tmp")  # the interrupted write
+    fresh = DiskStateStore(tmp_path)
+    assert await fresh.load("i") == state(1)
+    assert await fresh.events("i") == [(event_id, "go")]  # not consumed: that save never happened
+    assert len(visible(tmp_path)) == 2  # the state and the events of "i", no temporary file
+    await fresh.save("i", state(2))
+    assert await DiskStateStore(tmp_path).load("i") == state(2)
+
+
+async def test_process_dying_mid_publish_leaves_no_event(tmp_path) -> None:
+    proc = run_python("""
+        import os, sys
+        from durable.stores import disk
+        store = disk.DiskStateStore(sys.argv[1])
+        store.append_event("i", "first")
+        disk.os.replace = lambda *a: os._exit(42)
+        store.append_event("i", "second")
+    """, str(tmp_path))
+    assert proc.returncode == 42, proc.stderr
+    assert [name for _, name in await DiskStateStore(tmp_path).events("i")] == ["first"]
+
+
+async def test_failed_publish_raises_and_leaves_nothing(tmp_path, monkeypatch) -> None:
+    store = DiskStateStore(tmp_path)
+    store.append_event("i", "first")
+
+    def broken_replace(source, destination):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(disk_module.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        store.append_event("i", "second")
+    monkeypatch.undo()
+    assert [name for _, name in await store.events("i")] == ["first"]
+    assert len(list(events_dir(tmp_path).iterdir())) == 1
+
+
+async def test_deletion_of_consumed_events_interrupted_by_a_crash_is_finished(tmp_path) -> None:
+    """A real process dies after the state naming consumed events is saved, at the first
+    file deletion (of those events)."""
+    store = DiskStateStore(tmp_path)
+    consumed_id = store.append_event("i", "go")
+    kept_id = store.append_event("i", "go")
+    proc = run_python("""
+        import asyncio, os, sys
+        from durable import DiskStateStore
+        os.unlink = os.remove = lambda *a, **k: os._exit(42)
+        state = {"status": "running", "consumed_events": [sys.argv[2]]}
+        asyncio.run(DiskStateStore(sys.argv[1]).save("i", state))
+    """, str(tmp_path), consumed_id)
+    assert proc.returncode == 42, proc.stderr
+    assert sorted(p.name for p in events_dir(tmp_path).iterdir()) == [consumed_id, kept_id]
+    fresh = DiskStateStore(tmp_path)
+    assert await fresh.events("i") == [(kept_id, "go")]  # consumed, though still on disk
+    assert await fresh.load("i") == {"status": "running", "consumed_events": [consumed_id]}
+    assert sorted(p.name for p in events_dir(tmp_path).iterdir()) == [kept_id]  # load finished it
+    await fresh.save("i", state(2))
+    assert await fresh.events("i") == [(kept_id, "go")]
+
+
+async def test_disk_events_keep_publish_order_when_the_clock_does_not_advance(tmp_path, monkeypatch) -> None:
+    """Coarse clocks (or a clock stepped back) must not reorder events of one publisher."""
+    store = DiskStateStore(tmp_path)
+    monkeypatch.setattr(disk_module.time, "time_ns", lambda: 1_700_000_000_000_000_000)
+    names = [f"e{n}" for n in range(12)]
+    for name in names:
+        store.append_event("i", name)
+    monkeypatch.undo()
+    assert [name for _, name in await store.events("i")] == names
+
+
+async def test_disk_event_names_do_not_depend_on_the_locale(tmp_path) -> None:
+    """Published and read back by processes whose locale encoding is ASCII."""
+    code = """
+        import asyncio, locale, sys
+        from durable import DiskStateStore
+        assert locale.getpreferredencoding(False).lower() not in ("utf-8", "utf8")
+        store = DiskStateStore(sys.argv[1])
+        if sys.argv[2] == "publish":
+            store.append_event("i", "genehmigt-\\u00fc-\\u2603")
+        else:
+            print(ascii([name for _, name in asyncio.run(store.events("i"))]))
+    """
+    env = dict(os.environ, PYTHONCOERCECLOCALE="0", LC_ALL="C", PYTHONUTF8="0",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    for action in ("publish", "read"):
+        proc = subprocess.run([sys.executable, "-X", "utf8=0", "-c", textwrap.dedent(code),
+                               str(tmp_path), action], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ascii(["genehmigt-\u00fc-\u2603"])
+    assert [name for _, name in await DiskStateStore(tmp_path).events("i")] == ["genehmigt-\u00fc-\u2603"]
+
+
+# --- DiskStateStore across processes ------------------------------------------------------------
+SIDE_EFFECTS: list[str] = []
+
+
+async def approval_flow(order: str) -> str:
+    SIDE_EFFECTS.append(f"before {order}")
+    raise PauseForEventException("approved")
+    SIDE_EFFECTS.append(f"after {order}")
+    return f"{order} shipped"
+
+
+approval = make_durable(approval_flow)
+
+PUBLISH = """
+    import sys
+    from durable import DiskStateStore, DurableBackend
+    DurableBackend(DiskStateStore(sys.argv[1])).publish_event(sys.argv[2], sys.argv[3])
+"""
+
+
+@pytest.mark.parametrize("resume_with", ["same backend", "new backend"])
+async def test_publish_from_another_process_reaches_the_instance(tmp_path, resume_with) -> None:
+    SIDE_EFFECTS.clear()
+    backend = DurableBackend(DiskStateStore(tmp_path))
+    with pytest.raises(PauseForEventException) as paused:
+        await approval("o-1", orchestration_backend=backend, instance_id="order/1")
+    assert paused.value.event == "approved"
+    proc = run_python(PUBLISH, str(tmp_path), "order/1", "approved")
+    assert proc.returncode == 0, proc.stderr
+    if resume_with == "new backend":
+        backend = DurableBackend(DiskStateStore(tmp_path))
+    result = await approval("ignored", orchestration_backend=backend, instance_id="order/1")
+    assert result == "o-1 shipped"
+    assert SIDE_EFFECTS == ["before o-1", "after o-1"]
+    assert await DiskStateStore(tmp_path).events("order/1") == []  # consumed
+
+
+async def test_event_published_by_another_process_before_the_instance_waits_is_kept(tmp_path) -> None:
+    SIDE_EFFECTS.clear()
+    proc = run_python(PUBLISH, str(tmp_path), "order-2", "approved")
+    assert proc.returncode == 0, proc.stderr
+    backend = DurableBackend(DiskStateStore(tmp_path))
+    assert await approval("o-2", orchestration_backend=backend, instance_id="order-2") == "o-2 shipped"
+    assert SIDE_EFFECTS == ["before o-2", "after o-2"]
+    assert await backend.state_store.events("order-2") == []
+
+
+async def test_event_published_before_the_instance_waits_is_kept(log) -> None:
+    SIDE_EFFECTS.clear()
+    backend = DurableBackend(log)
+    backend.publish_event("order-3", "approved")
+    backend.publish_event("order-3", "unrelated")
+    assert await approval("o-3", orchestration_backend=backend, instance_id="order-3") == "o-3 shipped"
+    assert SIDE_EFFECTS == ["before o-3", "after o-3"]
+    assert [name for _, name in await log.events("order-3")] == ["unrelated"]
+
+
+def test_stores_are_what_they_claim() -> None:
+    assert isinstance(InMemoryStateStore(), EventLog)
+    assert not isinstance(SeedStyleStore(), EventLog)
