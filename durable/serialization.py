@@ -12,8 +12,10 @@ the call stack can keep frames that share objects in one blob.
 from __future__ import annotations
 
 import gc
+import importlib
 import io
 import pickle
+import sys
 import types
 from typing import Any
 
@@ -179,14 +181,40 @@ class _CloudStatePickler(cloudpickle.Pickler):
         return super().reducer_override(obj) if reduced is NotImplemented else reduced
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
+        make, newargs, state, items, dict_items, setter = super()._dynamic_function_reduce(func)
+        code, base_globals, name, defaults, closure = newargs
         # cloudpickle gives a function fresh cells; a closure must keep the frame's own cells,
         # or a variable written after a restart would no longer be the one the closure reads.
-        make, newargs, state, items, dict_items, setter = super()._dynamic_function_reduce(func)
         if func.__closure__ is not None:
-            code, base_globals, name, defaults, _ = newargs
-            newargs = (code, base_globals, name, defaults, func.__closure__)
+            closure = func.__closure__
             state[1]["__closure__"] = None
-        return make, newargs, state, items, dict_items, setter
+        # And a copy of its module's globals: it must read the module's own, as they are then.
+        module = _module_of(func.__globals__)
+        if module is not None:
+            base_globals = _ModuleNamespace(module)
+            state[1]["__globals__"] = {}
+        return make, (code, base_globals, name, defaults, closure), state, items, dict_items, setter
+
+
+def _module_of(namespace: dict[str, Any]) -> str | None:
+    """The name of the importable module whose namespace this is, if it is one."""
+    name = namespace.get("__name__")
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return name if module is not None and vars(module) is namespace else None
+
+
+class _ModuleNamespace:
+    """Pickles as a reference to a module's globals, resolved by importing it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_namespace_of, (self.name,))
+
+
+def _namespace_of(name: str) -> dict[str, Any]:
+    return vars(importlib.import_module(name))
 
 
 class Pickled:

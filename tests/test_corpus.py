@@ -755,6 +755,20 @@ async def main():
     return first, both, count, log_items
 """)
 
+case("closures_read_module_globals_as_they_are", """
+G = 0
+
+async def main():
+    global G
+    f = lambda y: y + G
+    def g():
+        return G * 2
+    await nd(0)
+    G = 5
+    PAUSE("changed")
+    return f(1), g(), G
+""")
+
 case("parameters", """
 async def f(a, b=2, /, c=3, *args, d, e=5, **kw):
     await nd(a)
