@@ -133,10 +133,16 @@ class BrokenIterator:
         raise RuntimeError(self._message)
 
 
+def _no_traceback() -> None:
+    return None
+
+
 def _reduce_special(obj: Any) -> Any:
     if isinstance(obj, BaseException):
         return _reduce_exception(obj)
     kind = type(obj)
+    if kind is types.TracebackType:
+        return (_no_traceback, ())  # its frames cannot outlive the process; exceptions drop it too
     if kind in _DICT_ITERATORS:
         return _reduce_dict_iterator(obj)
     if kind is _SET_ITERATOR:

@@ -574,6 +574,29 @@ async def main():
     return out
 """)
 
+case("aexit_keeps_its_exception_info_across_awaits", """
+import sys
+
+class M:
+    async def __aenter__(self):
+        return self
+    async def __aexit__(self, *exc):
+        await nd("exit")
+        log("exit", exc[0], type(exc[1]).__name__)
+        return exc[0] is KeyError
+
+async def main():
+    async with M():
+        raise KeyError(1)
+    try:
+        raise ValueError(2)
+    except ValueError:
+        info = sys.exc_info()
+        await nd("handler")
+        log("kept", info[0], info[1].args)
+    return "suppressed"
+""")
+
 case("with_return_inside", """
 class Manager:
     def __enter__(self):
