@@ -16,12 +16,13 @@ from __future__ import annotations
 import __future__
 
 import ast
+import itertools
 import linecache
+import re
 import types
 from dataclasses import dataclass
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from ..runtime.helpers import BLOCK_HELPERS
 from .emitter import Block
@@ -32,17 +33,20 @@ for _feature in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 @dataclass(frozen=True)
 class GeneratedCode:
-    module: cst.Module  # the readable listing
+    text: str  # the readable listing
     block_codes: dict[int, types.CodeType]
 
 
-def generate(source: FunctionSource, blocks: list[Block], prefix: str,
+def generate(source: FunctionSource, blocks: list[Block], labels: dict[int, int], prefix: str,
              frame_variables: list[str], globals_: frozenset[str]) -> GeneratedCode:
     helpers = [f"{prefix}{name}" for name in BLOCK_HELPERS]
-    variables = set(frame_variables)
-    definitions = [_block_function(block, prefix, variables, globals_) for block in blocks]
+    placeholder = f"{prefix}declarations"
+    definitions = [_block_function(block, prefix, placeholder) for block in blocks]
     factory_locals = [*frame_variables, *helpers]
     declare = cst.SimpleStatementLine([cst.Assign(
         [cst.AssignTarget(cst.Name(n)) for n in factory_locals], cst.Name("None"))])
@@ -51,8 +55,9 @@ def generate(source: FunctionSource, blocks: list[Block], prefix: str,
         params=cst.Parameters(),
         body=cst.IndentedBlock([declare, *definitions]),
     )
-    module = cst.Module(body=[factory])
-    tree = _positioned_ast(module, blocks, definitions, source)
+    text = _declare(cst.Module(body=[factory]).code, placeholder, set(frame_variables), globals_)
+    text = re.sub(re.escape(prefix) + r"L(\d+)", lambda match: str(labels[int(match[1])]), text)
+    tree = _positioned_ast(text, blocks, source)
     flags = source.code.co_flags & _FUTURE_FLAGS
     code = compile(tree, source.filename, "exec", flags=flags, dont_inherit=True)
     factory_code = _const_code(code, f"{prefix}factory")
@@ -61,58 +66,66 @@ def generate(source: FunctionSource, blocks: list[Block], prefix: str,
         inner = _const_code(factory_code, f"{prefix}b{block.pc}")
         old = f"{prefix}factory.<locals>.{prefix}b{block.pc}"
         block_codes[block.pc] = _requalify(inner, old, source.qualname).replace(co_name=source.name)
-    return GeneratedCode(module, block_codes)
+    return GeneratedCode(text, block_codes)
 
 
-def _block_function(block: Block, prefix: str, variables: set[str],
-                    globals_: frozenset[str]) -> cst.FunctionDef:
+def _block_function(block: Block, prefix: str, placeholder: str) -> cst.FunctionDef:
     statements = [statement for statement, _, _ in block.statements]
-    referenced = _names(statements)
-    declarations: list[cst.BaseStatement] = []
-    if referenced & globals_:
-        names = [cst.NameItem(cst.Name(n)) for n in sorted(referenced & globals_)]
-        declarations.append(cst.SimpleStatementLine([cst.Global(names)]))
-    if referenced & variables:
-        names = [cst.NameItem(cst.Name(n)) for n in sorted(referenced & variables)]
-        declarations.append(cst.SimpleStatementLine([cst.Nonlocal(names)]))
     return cst.FunctionDef(
         name=cst.Name(f"{prefix}b{block.pc}"),
         params=cst.Parameters([cst.Param(cst.Name(f"{prefix}V"))]),
-        body=cst.IndentedBlock([*declarations, *statements] or [cst.SimpleStatementLine([cst.Pass()])]),
+        body=cst.IndentedBlock([cst.SimpleStatementLine([cst.Expr(cst.Name(placeholder))]), *statements]),
     )
 
 
-def _names(statements: list[cst.BaseStatement]) -> set[str]:
-    found: set[str] = set()
+def _declare(text: str, placeholder: str, variables: set[str], globals_: frozenset[str]) -> str:
+    """Replace each block's placeholder line with its ``global``/``nonlocal`` declarations.
 
-    class _Collect(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            found.add(node.value)
+    A block declares every frame variable its text mentions (a superset of those it
+    assigns: an extra declaration only costs a closure slot). Working on the text keeps
+    this a scan instead of a walk over the tree, and keeps every line where it was.
+    """
+    lines = text.split("\n")
+    marks = [i for i, line in enumerate(lines) if line.strip() == placeholder]
+    for position, mark in enumerate(marks):
+        end = marks[position + 1] - 1 if position + 1 < len(marks) else len(lines)
+        mentioned = set(_IDENTIFIER.findall("\n".join(lines[mark + 1:end])))
+        declarations = []
+        if mentioned & globals_:
+            declarations.append("global " + ", ".join(sorted(mentioned & globals_)))
+        if mentioned & variables:
+            declarations.append("nonlocal " + ", ".join(sorted(mentioned & variables)))
+        indent = lines[mark][: len(lines[mark]) - len(lines[mark].lstrip())]
+        lines[mark] = indent + ("; ".join(declarations) or "pass")
+    return "\n".join(lines)
 
-    for statement in statements:
-        statement.visit(_Collect())
-    return found
 
+def _positioned_ast(text: str, blocks: list[Block], source: FunctionSource) -> ast.Module:
+    """Parse the generated code and move every position to the user's file.
 
-def _positioned_ast(module: cst.Module, blocks: list[Block], definitions: list[cst.FunctionDef],
-                    source: FunctionSource) -> ast.Module:
-    """Parse the generated code and move every position to the user's file."""
-    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    text = module.code
+    The parsed tree has the generated layout: the factory, its declarations, then one
+    function per block whose body is its declaration line (one or two statements, or
+    ``pass``) followed by one statement per emitted statement (a line of several small
+    statements: one each). That pairs every generated line with the emitted statement, and
+    so the user's line, it came from.
+    """
     generated_lines = text.splitlines()
+    tree = ast.parse(text)
     line_map: dict[int, tuple[int, bool]] = {}  # generated line -> (file line, moved as is)
     fallback = source.code.co_firstlineno
+    definitions = tree.body[0].body[1:]
     for block, definition in zip(blocks, definitions, strict=True):
+        declaration_line = definition.body[0].lineno
+        parsed = iter(s for s in definition.body if s.lineno != declaration_line)
         first = block.statements[0][1] if block.statements else fallback
-        header = positions[definition]
-        body_start = positions[definition.body.body[0]].start.line if definition.body.body else header.end.line
-        for generated in range(header.start.line, body_start):
+        for generated in range(definition.lineno, declaration_line + 1):
             line_map[generated] = (first, False)
         for statement, line, verbatim in block.statements:
-            span = positions[statement]
-            for offset in range(span.end.line - span.start.line + 1):
-                line_map[span.start.line + offset] = (line + offset, True) if verbatim else (line, False)
-    tree = ast.parse(text)
+            count = len(statement.body) if isinstance(statement, cst.SimpleStatementLine) else 1
+            for node in itertools.islice(parsed, count):
+                start = _start(node)
+                for offset in range(node.end_lineno - start + 1):
+                    line_map[start + offset] = (line + offset, True) if verbatim else (line, False)
     for node in ast.walk(tree):
         if not hasattr(node, "lineno") or node.lineno is None:
             continue
@@ -125,6 +138,12 @@ def _positioned_ast(module: cst.Module, blocks: list[Block], definitions: list[c
         node.lineno, node.col_offset = start
         node.end_lineno, node.end_col_offset = end
     return tree
+
+
+def _start(node: ast.stmt) -> int:
+    """First line of a statement, its decorators included."""
+    decorators = getattr(node, "decorator_list", ())
+    return min([node.lineno, *(d.lineno for d in decorators)])
 
 
 def _place(generated: int, column: int, line_map: dict[int, tuple[int, bool]],

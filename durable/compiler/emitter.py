@@ -11,7 +11,6 @@ continues whatever was pending, routing it through outer ``finally`` clauses.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -106,8 +105,12 @@ class Emitter:
         assert self.current is not None
         return self.current
 
-    def finish(self, entry: int) -> list[Block]:
-        """Number the blocks for good: aliases merged, jump-only blocks threaded through."""
+    def finish(self, entry: int) -> tuple[list[Block], dict[int, int]]:
+        """Number the blocks for good: aliases merged, jump-only blocks threaded through.
+
+        Returns the blocks and, for every label, its block's number; the code generator
+        writes those numbers where the statements say ``ref(label)``.
+        """
         resolved: dict[int, int] = {}
 
         def resolve(label: int) -> int:
@@ -123,19 +126,16 @@ class Emitter:
         numbers = {label: number for number, label in enumerate(kept)}
         for label in (*self.blocks, *self.aliases):
             resolved[label] = numbers[resolve(label)]
-        pattern = re.compile(re.escape(self.prefix) + r"L(\d+)")
-        renumber = _Renumber(pattern, resolved)
         finished = []
         for label in kept:
             block = self.blocks[label]
             block.pc = resolved[label]
-            block.statements = [(s.visit(renumber), line, verbatim) for s, line, verbatim in block.statements]
             block.successors = {resolved[s] for s in block.successors}
             if block.handler is not None:
                 block.handler = Handler(resolved[block.handler.target], block.handler.variable,
                                         block.handler.is_finally)
             finished.append(block)
-        return finished
+        return finished, resolved
 
     # Emitting.
     def emit(self, statement: cst.BaseStatement, line: int | None = None, verbatim: bool = False) -> None:
@@ -232,12 +232,3 @@ class Emitter:
             self.emit(nodes.if_then(is_jump, *self.route(record, depth, jump_target=target)))
         self.terminate(*self.route(record, 0))
 
-
-class _Renumber(cst.CSTTransformer):
-    def __init__(self, pattern: re.Pattern[str], resolved: dict[int, int]) -> None:
-        self.pattern = pattern
-        self.resolved = resolved
-
-    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
-        match = self.pattern.fullmatch(updated.value)
-        return nodes.integer(self.resolved[int(match.group(1))]) if match else updated

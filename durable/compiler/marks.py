@@ -10,6 +10,7 @@ kept as ordinary Python, so it runs at native speed with native semantics.
 from __future__ import annotations
 
 import libcst as cst
+from libcst.metadata import CodeRange
 
 PAUSE_NAME = "PauseForEventException"
 
@@ -30,16 +31,32 @@ def is_static_pause(node: cst.CSTNode) -> bool:
 
 
 class SuspensionMarks:
-    """Answers ``suspends(node)``, caching the answer for every node visited."""
+    """Answers ``suspends(node)``, caching the answer for every node visited.
 
-    def __init__(self) -> None:
+    Given the source's lines and positions, a node whose lines do not even contain one of
+    the words a suspension needs is answered without walking it.
+    """
+
+    _WORDS = ("await", "async", PAUSE_NAME)
+
+    def __init__(self, lines: list[str] | None = None,
+                 positions: dict[cst.CSTNode, CodeRange] | None = None) -> None:
         self._cache: dict[cst.CSTNode, bool] = {}
+        self._lines = lines
+        self._positions = positions or {}
 
     def suspends(self, node: cst.CSTNode) -> bool:
         cached = self._cache.get(node)
         if cached is None:
-            cached = self._cache[node] = self._compute(node)
+            cached = self._cache[node] = self._mentions_a_suspension(node) and self._compute(node)
         return cached
+
+    def _mentions_a_suspension(self, node: cst.CSTNode) -> bool:
+        position = self._positions.get(node)
+        if position is None or self._lines is None:
+            return True
+        text = "".join(self._lines[position.start.line - 1:position.end.line])
+        return any(word in text for word in self._WORDS)
 
     def _compute(self, node: cst.CSTNode) -> bool:
         if isinstance(node, cst.Await) or is_static_pause(node):

@@ -6,8 +6,6 @@ import dataclasses
 import types
 from typing import Any
 
-import libcst as cst
-
 from ..runtime.code import CodeBlock, CompiledFunction
 from ..runtime.helpers import HELPER_CELLS
 from .check import check
@@ -29,15 +27,15 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any], *,
     """
     source = read_source(code, globals_.get("__name__", "__main__"))
     scope = analyse(source.function)
-    marks = SuspensionMarks()
+    marks = SuspensionMarks(source.text.splitlines(keepends=True), source.positions)
     check(source, scope, marks, nested=nested)
     prefix = reserved_prefix(source.text)
     source = _prepared(source, scope.parameters)
     transformer = DurableAstTransformer(source, prefix, marks)
-    blocks = transformer.transform()
+    blocks, labels = transformer.transform()
     temps = transformer.emitter.temps
     variables = sorted(scope.variables | set(temps) | set(code.co_freevars))
-    generated = generate(source, blocks, prefix, variables, scope.globals)
+    generated = generate(source, blocks, labels, prefix, variables, scope.globals)
     live, captured = live_variables(blocks, generated.block_codes, set(variables))
     captured |= frozenset(code.co_freevars)  # shared with the enclosing scope
     return CompiledFunction(
@@ -54,12 +52,8 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any], *,
         helper_cells={f"{prefix}{name}": cell for name, cell in HELPER_CELLS.items()},
         awaited_names=frozenset(transformer.awaited_names - scope.variables),
         nested_codes=tuple(c for pc in sorted(generated.block_codes) for c in _nested(generated.block_codes[pc])),
-        listing=generated.module,
+        listing_text=generated.text,
     )
-
-
-def listing(code: types.CodeType, globals_: dict[str, Any]) -> cst.Module:
-    return compile_code(code, globals_).listing
 
 
 def _prepared(source: FunctionSource, parameters: tuple[str, ...]) -> FunctionSource:

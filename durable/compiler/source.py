@@ -69,7 +69,7 @@ def read_source(code: types.CodeType, module_name: str) -> FunctionSource:
     raw = "".join(lines)
     text = textwrap.dedent(raw)
     indent = _indent_width(raw) - _indent_width(text)
-    wrapper = MetadataWrapper(cst.parse_module(text))
+    wrapper = MetadataWrapper(cst.parse_module(text), unsafe_skip_copy=True)  # nothing mutates it
     positions = dict(wrapper.resolve(PositionProvider))
     function = _find_function(wrapper.module, code)
     return FunctionSource(

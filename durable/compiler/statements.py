@@ -30,8 +30,8 @@ class DurableAstTransformer(ExpressionLowering):
         self.suspension_count = 0
         self.awaited_names: set[str] = set()
 
-    def transform(self) -> list[Block]:
-        """Lower the whole body into blocks numbered from 0 (the entry)."""
+    def transform(self) -> tuple[list[Block], dict[int, int]]:
+        """Lower the whole body into blocks numbered from 0 (the entry); see ``Emitter.finish``."""
         emitter = self.emitter
         emitter.line = self.source.line_of(self.source.function)
         entry = emitter.new_label()

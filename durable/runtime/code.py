@@ -44,7 +44,12 @@ class CompiledFunction:
     helper_cells: dict[str, types.CellType]
     awaited_names: frozenset[str]  # globals this function awaits calls of
     nested_codes: tuple[types.CodeType, ...]  # functions, lambdas, classes defined in its blocks
-    listing: cst.Module = field(repr=False)
+    listing_text: str = field(repr=False)
+
+    @property
+    def listing(self) -> cst.Module:
+        """The generated code blocks as a libcst module (for reading and debugging)."""
+        return cst.parse_module(self.listing_text)
 
     def describe(self, variable: str) -> str:
         """How to name a frame variable to a user."""
