@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .code import CompiledFunction
@@ -36,10 +37,8 @@ def frame_for(awaitable: Any) -> FunctionCall | None:
             return None  # another instance: it runs on its own
         awaitable.close()
         return arguments["self"].new_frame(arguments["args"], arguments["kwargs"])
-    from ..compiler.registry import for_awaited
-
     try:
-        function = for_awaited(code, frame.f_globals)
+        function = _for_awaited()(code, frame.f_globals)
     except BaseException:
         awaitable.close()  # a compile error: the coroutine will never run
         raise
@@ -66,13 +65,17 @@ def _closure(fn: types.FunctionType) -> dict[str, types.CellType] | None:
     return dict(zip(fn.__code__.co_freevars, fn.__closure__, strict=True))
 
 
-_PROGRAM_CALL: list[types.CodeType] = []
-
-
+@functools.cache
 def _program_call() -> types.CodeType:
     """The code of ``DurableProgram.__call__`` (imported late: program imports this module)."""
-    if not _PROGRAM_CALL:
-        from ..program import DurableProgram
+    from ..program import DurableProgram
 
-        _PROGRAM_CALL.append(DurableProgram.__call__.__code__)
-    return _PROGRAM_CALL[0]
+    return DurableProgram.__call__.__code__
+
+
+@functools.cache
+def _for_awaited() -> Callable[[types.CodeType, dict[str, Any]], CompiledFunction | None]:
+    """The compiler's entry for awaited code (imported late: the compiler imports the runtime)."""
+    from ..compiler.registry import for_awaited
+
+    return for_awaited

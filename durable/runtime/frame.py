@@ -10,12 +10,17 @@ from .code import CompiledFunction
 
 
 class _Cells(dict):
-    """Frame variables by name; a variable never bound yet gets an empty cell when first needed."""
+    """Frame variables by name, with the runtime helpers' shared cells behind them.
 
-    __slots__ = ()
+    A variable never bound yet gets an empty cell when first needed.
+    """
+
+    __slots__ = ("helpers",)
 
     def __missing__(self, name: str) -> types.CellType:
-        cell = self[name] = types.CellType()
+        cell = self.helpers.get(name)
+        if cell is None:
+            cell = self[name] = types.CellType()
         return cell
 
 
@@ -34,9 +39,8 @@ class FunctionCall:
                  shared: Mapping[str, types.CellType] | None = None) -> None:
         """``shared``: cells that are also someone else's (a closure's free variables)."""
         self.function = function
-        self.cells = _Cells(function.helper_cells)
-        for name, value in arguments.items():
-            self.cells[name] = types.CellType(value)
+        self.cells = _Cells({name: types.CellType(value) for name, value in arguments.items()})
+        self.cells.helpers = function.helper_cells
         if shared:
             self.cells.update(shared)
         self.pc = pc

@@ -78,8 +78,6 @@ class DurableRuntime:
             block = frame.function.blocks[pc]
             delivered = frame.delivery
             frame.delivery = None
-            if stack.dirty_from >= len(frames):
-                stack.dirty_from = len(frames) - 1
             handled = block.handling or frame.inherited
             try:
                 if handled:

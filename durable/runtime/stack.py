@@ -29,7 +29,9 @@ class CallStack:
         self.frames: list[FunctionCall] = frames or []
         self._segments: list[_Segment] = []
         self._pickler = serialization.StatePickler()
-        self.dirty_from = 0  # frames at or above this index changed since the last snapshot
+        # Frames at or above this index may have changed since the last snapshot. Blocks only
+        # ever run in the top frame, so it is marked as soon as a snapshot is taken.
+        self.dirty_from = 0
 
     @classmethod
     def from_blobs(cls, blobs: list[bytes]) -> CallStack:
@@ -41,7 +43,7 @@ class CallStack:
             stack._segments.append(_Segment(start, len(stack.frames), pickled))
         for caller, callee in zip(stack.frames, stack.frames[1:], strict=False):
             callee.inherited = active_errors(caller, caller.function.blocks[caller.pc].handling)
-        stack.dirty_from = len(stack.frames)
+        stack.dirty_from = len(stack.frames) - 1  # the top frame runs next
         return stack
 
     @property
@@ -76,7 +78,7 @@ class CallStack:
             segments.append(segment)
             index = stop
         self._segments = segments
-        self.dirty_from = len(self.frames)
+        self.dirty_from = len(self.frames) - 1  # the top frame runs next
         return [s.pickled.blob for s in segments]
 
     def _pickle(self, start: int, stop: int, older: list[_Segment]) -> _Segment:
