@@ -597,6 +597,27 @@ async def main():
     return "suppressed"
 """)
 
+case("not_a_context_manager", """
+class OnlyEnter:
+    def __enter__(self):
+        return self
+
+async def main():
+    out = []
+    for manager in [3, OnlyEnter()]:
+        try:
+            with manager:
+                await nd(1)
+        except TypeError as e:
+            out.append(str(e))
+        try:
+            async with manager:
+                await nd(1)
+        except TypeError as e:
+            out.append(str(e))
+    return out
+""")
+
 case("with_return_inside", """
 class Manager:
     def __enter__(self):

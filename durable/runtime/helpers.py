@@ -38,37 +38,28 @@ def _lookup_special(obj: Any, attribute: str) -> Any:
     return _MISSING
 
 
+def _enter(manager: Any, enter: str, exit_: str, protocol: str) -> tuple[Any, Any]:
+    """Look up both methods on the type (first enter, then exit, as CPython does), then enter."""
+    bound_enter = _lookup_special(manager, enter)
+    if bound_enter is _MISSING:
+        raise TypeError(f"'{type(manager).__name__}' object does not support the {protocol} protocol")
+    bound_exit = _lookup_special(manager, exit_)
+    if bound_exit is _MISSING:
+        raise TypeError(
+            f"'{type(manager).__name__}' object does not support the {protocol} protocol "
+            f"(missed {exit_} method)"
+        )
+    return bound_exit, bound_enter()
+
+
 def enter_with(manager: Any) -> tuple[Any, Any]:
-    """Start a ``with`` block: return the bound ``__exit__`` and the value of ``__enter__()``."""
-    enter = _lookup_special(manager, "__enter__")
-    if enter is _MISSING:
-        raise TypeError(
-            f"'{type(manager).__name__}' object does not support the context manager protocol"
-        )
-    exit_ = _lookup_special(manager, "__exit__")
-    if exit_ is _MISSING:
-        raise TypeError(
-            f"'{type(manager).__name__}' object does not support the context manager "
-            "protocol (missed __exit__ method)"
-        )
-    return exit_, enter()
+    """Start a ``with`` block: the bound ``__exit__`` and the value of ``__enter__()``."""
+    return _enter(manager, "__enter__", "__exit__", "context manager")
 
 
 def enter_async_with(manager: Any) -> tuple[Any, Any]:
     """Start an ``async with`` block: the bound ``__aexit__`` and the awaitable of ``__aenter__()``."""
-    enter = _lookup_special(manager, "__aenter__")
-    if enter is _MISSING:
-        raise TypeError(
-            f"'{type(manager).__name__}' object does not support the asynchronous context "
-            "manager protocol"
-        )
-    exit_ = _lookup_special(manager, "__aexit__")
-    if exit_ is _MISSING:
-        raise TypeError(
-            f"'{type(manager).__name__}' object does not support the asynchronous context "
-            "manager protocol (missed __aexit__ method)"
-        )
-    return exit_, enter()
+    return _enter(manager, "__aenter__", "__aexit__", "asynchronous context manager")
 
 
 _SEQUENCE = 0
