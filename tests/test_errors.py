@@ -316,3 +316,22 @@ async def test_pause_in_an_awaited_async_helper_works(tmp_path) -> None:
         await program(orchestration_backend=backend, instance_id="i")
     backend.publish_event("i", "go")
     assert await program(orchestration_backend=backend, instance_id="i") == "done"
+
+
+async def test_state_that_cannot_be_loaded_is_refused_clearly(tmp_path) -> None:
+    module = load_module("""
+    async def main():
+        PAUSE("wait")
+        return 1
+    """, tmp_path, durable=True)
+    program = make_durable(module.main)
+    store = InMemoryStateStore()
+    backend = DurableBackend(store)
+    with pytest.raises(PauseForEventException):
+        await program(orchestration_backend=backend, instance_id="i")
+    state = await store.load("i")
+    await store.save("i", dict(state, frames=[b"not a pickle"], python="3.99"))
+    backend.publish_event("i", "wait")
+    with pytest.raises(IncompatibleStateError, match=r"cannot load the saved state of instance 'i'.*"
+                       r"saved by Python 3\.99"):
+        await program(orchestration_backend=backend, instance_id="i")

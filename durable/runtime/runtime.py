@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .. import serialization
 from ..errors import (
     FailedInstanceError,
+    IncompatibleStateError,
     PauseForEventException,
     SerializationError,
     UnsupportedPauseError,
@@ -63,10 +64,22 @@ class DurableRuntime:
                 return serialization.loads(state["result"])
             if status == envelope.FAILED:
                 raise _stored_error(state)
-            self.call_stack = CallStack.from_blobs(state["frames"])
+            self.call_stack = self._load_stack(state)
             if status == envelope.PAUSED and not await self._take_event(state["waiting_for"], True):
                 raise PauseForEventException(state["waiting_for"])
         return await self._drive()
+
+    def _load_stack(self, state: dict[str, Any]) -> CallStack:
+        try:
+            return CallStack.from_blobs(state["frames"])
+        except IncompatibleStateError:
+            raise
+        except Exception as error:
+            raise IncompatibleStateError(
+                f"cannot load the saved state of instance {self.instance_id!r}: "
+                f"{type(error).__name__}: {error}{envelope.python_note(state)}",
+                function=self.program.qualname,
+            ) from error
 
     # The trampoline.
     async def _drive(self) -> Any:

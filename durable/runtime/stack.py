@@ -46,10 +46,6 @@ class CallStack:
         stack.dirty_from = len(stack.frames) - 1  # the top frame runs next
         return stack
 
-    @property
-    def top(self) -> FunctionCall:
-        return self.frames[-1]
-
     def push(self, frame: FunctionCall) -> None:
         self.frames.append(frame)
         self.dirty_from = min(self.dirty_from, len(self.frames) - 1)
@@ -59,9 +55,6 @@ class CallStack:
         frame = self.frames.pop()
         self.dirty_from = min(self.dirty_from, len(self.frames) - 1)
         return frame
-
-    def __len__(self) -> int:
-        return len(self.frames)
 
     def snapshot(self) -> list[bytes]:
         """The saved form of every frame; raises if a frame cannot be pickled."""
