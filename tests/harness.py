@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import pickle
 import re
 import sys
 import textwrap
@@ -46,6 +47,20 @@ async def nd(value):
     TRACE.append(("nd", value))
     return value
 """
+
+
+class SeedStyleStore(StateStore):
+    """A store written against the seed interface only: async load/save, pickled bytes in a dict."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    async def load(self, instance_id: str) -> dict[str, Any] | None:
+        blob = self.blobs.get(instance_id)
+        return None if blob is None else pickle.loads(blob)
+
+    async def save(self, instance_id: str, state: dict[str, Any]) -> None:
+        self.blobs[instance_id] = pickle.dumps(state)
 
 
 class SimulatedCrash(Exception):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import pickle
 import threading
 from collections import Counter
 from typing import Any
 
 import pytest
+from harness import SeedStyleStore
 
 from durable import (
     DiskStateStore,
@@ -311,18 +311,6 @@ async def test_seed_style_backend_sees_uncaught_errors_and_results() -> None:
 
 
 # --- DurableBackend over a store with only load/save ------------------------------------------------
-class SeedStyleStore(StateStore):
-    def __init__(self) -> None:
-        self.blobs: dict[str, bytes] = {}
-
-    async def load(self, instance_id: str) -> dict[str, Any] | None:
-        blob = self.blobs.get(instance_id)
-        return None if blob is None else pickle.loads(blob)
-
-    async def save(self, instance_id: str, state: dict[str, Any]) -> None:
-        self.blobs[instance_id] = pickle.dumps(state)
-
-
 async def test_durable_backend_keeps_events_in_memory_for_a_plain_store() -> None:
     store = SeedStyleStore()
     backend = DurableBackend(store)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import textwrap
+from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import PRELUDE, load_module, reload_module
@@ -214,6 +216,19 @@ async def test_unsaveable_result_is_named(tmp_path) -> None:
 
 
 # --- code that changed ----------------------------------------------------------------------------
+async def resume_after_edit(source: str, old: str, new: str, directory: Path) -> Any:
+    """Pause ``main`` at its "wait" event, replace ``old`` by ``new`` in the file, then resume."""
+    module = load_module(source, directory, durable=True)
+    backend = DurableBackend(InMemoryStateStore())
+    with pytest.raises(PauseForEventException):
+        await make_durable(module.main)(orchestration_backend=backend, instance_id="i")
+    path = directory / f"{module.__name__}.py"
+    path.write_text(path.read_text().replace(old, new))
+    module = reload_module(module)
+    backend.publish_event("i", "wait")
+    return await make_durable(module.main)(orchestration_backend=backend, instance_id="i")
+
+
 async def test_changed_source_is_refused_naming_the_function(tmp_path) -> None:
     source = """
     async def step(x):
@@ -223,18 +238,8 @@ async def test_changed_source_is_refused_naming_the_function(tmp_path) -> None:
     async def main():
         return await step(1)
     """
-    module = load_module(source, tmp_path, durable=True)
-    program = make_durable(module.main)
-    backend = DurableBackend(InMemoryStateStore())
-    with pytest.raises(PauseForEventException):
-        await program(orchestration_backend=backend, instance_id="i")
-    path = tmp_path / f"{module.__name__}.py"
-    path.write_text(path.read_text().replace("return x + 1", "return x + 2"))
-    module = reload_module(module)
-    program = make_durable(module.main)
-    backend.publish_event("i", "wait")
     with pytest.raises(IncompatibleStateError, match=r"code of step\(\)") as caught:
-        await program(orchestration_backend=backend, instance_id="i")
+        await resume_after_edit(source, "return x + 1", "return x + 2", tmp_path)
     assert caught.value.function == "step"
 
 
@@ -244,17 +249,7 @@ async def test_comments_and_layout_changes_are_not_code_changes(tmp_path) -> Non
         PAUSE("wait")
         return 1
     """
-    module = load_module(source, tmp_path, durable=True)
-    program = make_durable(module.main)
-    backend = DurableBackend(InMemoryStateStore())
-    with pytest.raises(PauseForEventException):
-        await program(orchestration_backend=backend, instance_id="i")
-    path = tmp_path / f"{module.__name__}.py"
-    path.write_text(path.read_text().replace("return 1", "return (1)  # the answer"))
-    module = reload_module(module)
-    program = make_durable(module.main)
-    backend.publish_event("i", "wait")
-    assert await program(orchestration_backend=backend, instance_id="i") == 1
+    assert await resume_after_edit(source, "return 1", "return (1)  # the answer", tmp_path) == 1
 
 
 async def test_instance_of_another_program_is_refused(tmp_path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import SeedStyleStore
 
 from durable import (
     DiskStateStore,
@@ -24,20 +24,6 @@ from durable.stores import EventLog
 from durable.stores import disk as disk_module
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class SeedStyleStore(StateStore):
-    """A store written against the seed interface only: async load/save, pickled bytes in a dict."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[str, bytes] = {}
-
-    async def load(self, instance_id: str) -> dict[str, Any] | None:
-        blob = self.blobs.get(instance_id)
-        return None if blob is None else pickle.loads(blob)
-
-    async def save(self, instance_id: str, state: dict[str, Any]) -> None:
-        self.blobs[instance_id] = pickle.dumps(state)
 
 
 @pytest.fixture(params=["memory", "disk", "seed"])
