@@ -93,3 +93,40 @@ class UnsupportedPauseError(DurableError):
             "The instance stays at its last save.",
             event=pause.event,
         )
+
+
+class StoreError(DurableError):
+    """A store cannot be opened or reached: a bad URL, a database that does not answer."""
+
+
+class UnknownInstanceError(DurableError, LookupError):
+    """No instance has this id in the store."""
+
+    def __init__(self, instance_id: str, where: str):
+        self.instance_id = instance_id
+        super().__init__(f"no instance {instance_id!r} in {where}")
+
+
+class LeaseLost(DurableError):
+    """A worker's lease on an instance expired and another took it (or it was terminated).
+
+    The worker's save was refused, so it cannot overwrite newer state; it drops the instance.
+    """
+
+    def __init__(self, instance_id: str, token: int):
+        self.instance_id = instance_id
+        self.token = token
+        super().__init__(f"lease {token} on instance {instance_id!r} is no longer held; "
+                         "the save was refused")
+
+
+class InstanceTerminated(DurableError):
+    """The instance was terminated (``Client.terminate``); it will not run again."""
+
+    def __init__(self, instance_id: str, reason: str | None):
+        self.instance_id = instance_id
+        self.reason = reason
+        super().__init__(f"instance {instance_id!r} was terminated: {reason or 'no reason given'}")
+
+    def __reduce__(self):
+        return (type(self), (self.instance_id, self.reason))

@@ -15,6 +15,7 @@ RUNNING = "running"
 PAUSED = "paused"
 COMPLETED = "completed"
 FAILED = "failed"
+TERMINATED = "terminated"  # set by a store when a client terminates the instance
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 

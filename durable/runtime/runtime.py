@@ -20,6 +20,7 @@ from .. import serialization
 from ..errors import (
     FailedInstanceError,
     IncompatibleStateError,
+    InstanceTerminated,
     PauseForEventException,
     SerializationError,
     UnsupportedPauseError,
@@ -64,6 +65,8 @@ class DurableRuntime:
                 return serialization.loads(state["result"])
             if status == envelope.FAILED:
                 raise _stored_error(state)
+            if status == envelope.TERMINATED:
+                raise InstanceTerminated(self.instance_id, state.get("reason"))
             self.call_stack = self._load_stack(state)
             if status == envelope.PAUSED and not await self._take_event(state["waiting_for"], True):
                 raise PauseForEventException(state["waiting_for"])

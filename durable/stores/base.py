@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 State = dict[str, Any]
@@ -35,12 +38,110 @@ class EventLog(ABC):
     """
 
     @abstractmethod
-    def append_event(self, instance_id: str, event: str) -> str:
+    def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         """Persist a published event; return its id. Durable once it returns."""
 
     @abstractmethod
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         """Unconsumed events of an instance as ``(event_id, event)``, oldest first."""
+
+
+# What the client shows: the envelope's statuses, named for people.
+RUNNING, WAITING, FINISHED, FAILED, TERMINATED = "running", "waiting", "finished", "failed", "terminated"
+STATUSES = (RUNNING, WAITING, FINISHED, FAILED, TERMINATED)
+_BY_ENVELOPE = {"running": RUNNING, "paused": WAITING, "completed": FINISHED, "failed": FAILED,
+                "terminated": TERMINATED}
+ENDED = (FINISHED, FAILED, TERMINATED)
+
+
+def status_of(state: State) -> str:
+    """The status a client sees for a saved state (its envelope says paused, we say waiting)."""
+    return _BY_ENVELOPE[state["status"]]
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """One instance as a store lists it, without loading its frames."""
+
+    instance_id: str
+    program: str
+    status: str  # one of STATUSES
+    waiting_for: str | None
+    created_at: float
+    updated_at: float
+    reason: str | None = None  # why it was terminated
+    lease_owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on an instance. ``token`` fences its saves: it grows with every claim."""
+
+    instance_id: str
+    program: str
+    token: int
+    owner: str
+
+
+class InstanceStore(StateStore, EventLog):
+    """A store that workers and clients share: instances are created, claimed and listed.
+
+    An instance is *runnable* when its status is running, or it waits for an
+    event that has been published and not consumed, and no live lease holds
+    it. ``claim`` takes runnable instances under a lease; every save of a
+    leased instance goes through ``save_leased``, which is refused (``LeaseLost``)
+    once the lease was taken over, so a worker that stalled cannot overwrite
+    newer state. Saving a paused, finished or failed state ends the lease.
+    """
+
+    @abstractmethod
+    async def create(self, instance_id: str, state: State) -> bool:
+        """Insert a new instance unless the id exists; True if this call created it."""
+
+    @abstractmethod
+    async def publish(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
+        """``append_event`` for async callers; wakes workers waiting for work."""
+
+    @abstractmethod
+    async def claim(self, owner: str, programs: Collection[str], limit: int,
+                    lease_seconds: float) -> list[Lease]:
+        """Lease up to ``limit`` runnable instances of ``programs`` to ``owner``."""
+
+    @abstractmethod
+    async def renew(self, leases: Collection[Lease], lease_seconds: float) -> list[Lease]:
+        """Extend leases still held; return the ones that were lost."""
+
+    @abstractmethod
+    async def save_leased(self, lease: Lease, state: State) -> None:
+        """``save`` under a lease; raises ``LeaseLost`` if the lease is no longer held."""
+
+    @abstractmethod
+    async def release(self, lease: Lease) -> None:
+        """Give a lease back without saving (the instance becomes runnable for others)."""
+
+    @abstractmethod
+    async def info(self, instance_id: str) -> InstanceInfo | None: ...
+
+    @abstractmethod
+    async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
+        """Instances, newest first, optionally only those with one status of STATUSES."""
+
+    @abstractmethod
+    async def terminate(self, instance_id: str, reason: str) -> bool:
+        """Stop an unfinished instance for good (its lease is fenced off); False if it had ended."""
+
+    @abstractmethod
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when work may have appeared (a start, a publish, an ended lease) or at timeout."""
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+
+def terminated(state: State, reason: str) -> State:
+    """The state a terminated instance keeps: no frames, the reason, its status for good."""
+    return {**state, "status": "terminated", "reason": reason, "frames": [], "waiting_for": None,
+            "updated_at": time.time()}
 
 
 def consumed(state: State | None) -> set[str]:

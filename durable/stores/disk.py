@@ -31,14 +31,14 @@ class DiskStateStore(StateStore, EventLog):
     async def save(self, instance_id: str, state: State) -> None:
         await asyncio.to_thread(self._save, instance_id, state)
 
-    def append_event(self, instance_id: str, event: str) -> str:
+    def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         directory = self._events_dir(instance_id)
         directory.mkdir(exist_ok=True)
         # Ordered by a number above every pending event's, so a clock that stands still or
         # steps back cannot reorder them; the random part keeps concurrent publishers apart.
         newest = max((int(name.split("-")[0]) for name in _event_files(directory)), default=0)
         event_id = f"{max(time.time_ns(), newest + 1):020d}-{uuid.uuid4().hex}"
-        _atomic_write(directory / event_id, event.encode("utf-8"))
+        _atomic_write(directory / event_id, pickle.dumps((event, payload)))
         return event_id
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
@@ -69,7 +69,8 @@ class DiskStateStore(StateStore, EventLog):
             if name in done:
                 continue
             try:
-                found.append((name, (directory / name).read_bytes().decode("utf-8")))
+                event, _payload = pickle.loads((directory / name).read_bytes())
+                found.append((name, event))
             except FileNotFoundError:  # consumed and deleted meanwhile
                 continue
         return found

@@ -14,10 +14,13 @@ class MemoryEventLog(EventLog):
     def __init__(self) -> None:
         self._events: dict[str, list[tuple[str, str]]] = {}
         self._ids = itertools.count(1)
+        self._payloads: dict[str, bytes] = {}
 
-    def append_event(self, instance_id: str, event: str) -> str:
+    def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         event_id = f"{next(self._ids):012d}"
         self._events.setdefault(instance_id, []).append((event_id, event))
+        if payload is not None:
+            self._payloads[event_id] = payload
         return event_id
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
@@ -26,6 +29,8 @@ class MemoryEventLog(EventLog):
     def discard(self, instance_id: str, event_ids: set[str]) -> None:
         if event_ids and instance_id in self._events:
             self._events[instance_id] = [e for e in self._events[instance_id] if e[0] not in event_ids]
+            for event_id in event_ids:
+                self._payloads.pop(event_id, None)
 
 
 class InMemoryStateStore(StateStore, EventLog):
@@ -43,8 +48,8 @@ class InMemoryStateStore(StateStore, EventLog):
         self._states[instance_id] = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
         self._log.discard(instance_id, consumed(state))
 
-    def append_event(self, instance_id: str, event: str) -> str:
-        return self._log.append_event(instance_id, event)
+    def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
+        return self._log.append_event(instance_id, event, payload)
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         return await self._log.events(instance_id)
