@@ -17,7 +17,7 @@ from .errors import (
 )
 from .program import DurableProgram, make_durable
 from .runtime import CallStack, CodeBlock, DurableRuntime, FunctionCall
-from .stores import DiskStateStore, InMemoryStateStore, StateStore
+from .stores import DiskStateStore, InMemoryStateStore, SqliteStateStore, StateStore, open_store
 from .version import __version__
 
 __all__ = [
@@ -39,11 +39,21 @@ __all__ = [
     "OrchestrationBackend",
     "PauseForEventException",
     "SerializationError",
+    "SqliteStateStore",
     "StateStore",
     "StoreError",
     "UnknownInstanceError",
     "UnsupportedPauseError",
     "__version__",
     "make_durable",
+    "open_store",
     "transform_to_durable_ast",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``PostgresStateStore`` is imported on first use, so psycopg is needed only by its users."""
+    if name == "PostgresStateStore":
+        from .stores.postgres import PostgresStateStore
+        return PostgresStateStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,210 @@
+"""Conformance of every InstanceStore (the stores workers and clients share).
+
+The seed-level behaviour (load/save/events) is checked for every store in
+``test_stores.py``; this file checks what workers rely on: idempotent
+creation, claims under fenced leases, saves that consume events in the same
+transaction, listing, termination and wake-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from durable import LeaseLost, SqliteStateStore, UnknownInstanceError
+from durable.runtime import envelope
+from durable.stores import InstanceStore, open_store
+from durable.stores.base import terminated
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        opened: InstanceStore = SqliteStateStore(tmp_path / "durable.db")
+    else:
+        opened = open_store(request.getfixturevalue("postgres_dsn"))
+    yield opened
+    await opened.close()
+
+
+def state(status: str = envelope.RUNNING, program: str = "m:main", waiting_for: str | None = None,
+          consumed: tuple[str, ...] = (), marker: Any = None) -> dict[str, Any]:
+    saved = envelope.envelope(program, status, [b"frame"], saves=1, waiting_for=waiting_for,
+                              consumed_events=consumed)
+    saved["marker"] = marker
+    return saved
+
+
+async def test_create_is_idempotent(store) -> None:
+    assert await store.create("a", state(marker=1))
+    assert not await store.create("a", state(marker=2))
+    assert (await store.load("a"))["marker"] == 1
+    info = await store.info("a")
+    assert (info.instance_id, info.program, info.status) == ("a", "m:main", "running")
+
+
+async def test_unknown_instance(store) -> None:
+    assert await store.load("nobody") is None
+    assert await store.info("nobody") is None
+    with pytest.raises(UnknownInstanceError, match="nobody"):
+        await store.terminate("nobody", "why")
+
+
+async def test_claim_takes_runnable_instances_of_its_programs_once(store) -> None:
+    await store.create("run", state())
+    await store.create("other", state(program="m:other"))
+    await store.create("wait", state(envelope.PAUSED, waiting_for="go"))
+    leases = await store.claim("w1", ["m:main"], 10, 30)
+    assert [(lease.instance_id, lease.program, lease.owner) for lease in leases] == [
+        ("run", "m:main", "w1")]
+    # Held by w1: another worker gets only what is left.
+    others = await store.claim("w2", ["m:main", "m:other"], 10, 30)
+    assert [lease.instance_id for lease in others] == ["other"]
+    assert (await store.info("run")).lease_owner == "w1"
+
+
+async def test_a_waiting_instance_is_runnable_once_its_event_arrives(store) -> None:
+    await store.create("wait", state(envelope.PAUSED, waiting_for="go"))
+    await store.publish("wait", "other event")
+    assert await store.claim("w", ["m:main"], 10, 30) == []
+    event_id = await store.publish("wait", "go", b"payload")
+    assert [name for _, name in await store.events("wait")] == ["other event", "go"]
+    [lease] = await store.claim("w", ["m:main"], 10, 30)
+    # Saving the state that consumed the event deletes it in the same transaction.
+    await store.save_leased(lease, state(consumed=(event_id,)))
+    assert [name for _, name in await store.events("wait")] == ["other event"]
+
+
+async def test_events_published_synchronously_are_kept_in_order(store) -> None:
+    await store.create("i", state(envelope.PAUSED, waiting_for="b"))
+    ids = [await asyncio.to_thread(store.append_event, "i", name) for name in "abc"]
+    assert await store.events("i") == list(zip(ids, "abc", strict=True))
+    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+
+
+async def test_limit_is_respected(store) -> None:
+    for n in range(5):
+        await store.create(f"i{n}", state())
+    first = await store.claim("w", ["m:main"], 3, 30)
+    rest = await store.claim("w", ["m:main"], 3, 30)
+    assert len(first) == 3 and len(rest) == 2
+    assert {lease.instance_id for lease in first + rest} == {f"i{n}" for n in range(5)}
+
+
+async def test_an_expired_lease_is_fenced_off(store) -> None:
+    await store.create("i", state(marker="start"))
+    [stale] = await store.claim("slow", ["m:main"], 1, 0)  # expires at once
+    await asyncio.sleep(0.01)
+    [fresh] = await store.claim("fast", ["m:main"], 1, 30)
+    assert fresh.token > stale.token
+    await store.save_leased(fresh, state(marker="new"))
+    with pytest.raises(LeaseLost):
+        await store.save_leased(stale, state(marker="stale"))
+    assert (await store.load("i"))["marker"] == "new"
+    assert await store.renew([stale, fresh], 30) == [stale]
+
+
+async def test_a_save_that_pauses_or_ends_gives_the_lease_back(store) -> None:
+    await store.create("i", state())
+    [lease] = await store.claim("w", ["m:main"], 1, 30)
+    await store.save_leased(lease, state())  # still running: still leased
+    assert (await store.info("i")).lease_owner == "w"
+    assert await store.claim("x", ["m:main"], 1, 30) == []
+    await store.save_leased(lease, state(envelope.PAUSED, waiting_for="go"))
+    info = await store.info("i")
+    assert (info.status, info.waiting_for, info.lease_owner) == ("waiting", "go", None)
+    await store.publish("i", "go")
+    [again] = await store.claim("x", ["m:main"], 1, 30)
+    await store.save_leased(again, state(envelope.COMPLETED))
+    assert (await store.info("i")).status == "finished"
+    assert await store.claim("x", ["m:main"], 1, 30) == []
+
+
+async def test_release_makes_it_runnable_again(store) -> None:
+    await store.create("i", state())
+    [lease] = await store.claim("w", ["m:main"], 1, 30)
+    await store.release(lease)
+    [again] = await store.claim("v", ["m:main"], 1, 30)
+    assert again.token > lease.token
+
+
+async def test_a_failed_save_in_a_batch_does_not_undo_the_others(store) -> None:
+    for n in range(3):
+        await store.create(f"i{n}", state())
+    leases = await store.claim("w", ["m:main"], 3, 30)
+    lost = leases[1]
+    await store.release(lost)
+    await store.claim("thief", ["m:main"], 1, 30)
+    outcomes = await asyncio.gather(*(store.save_leased(lease, state(marker=lease.instance_id))
+                                      for lease in leases), return_exceptions=True)
+    assert isinstance(outcomes[1], LeaseLost)
+    assert outcomes[0] is None and outcomes[2] is None
+    for lease in (leases[0], leases[2]):
+        assert (await store.load(lease.instance_id))["marker"] == lease.instance_id
+
+
+async def test_list_and_status(store) -> None:
+    await store.create("a", state())
+    await store.create("b", state(envelope.PAUSED, waiting_for="go"))
+    await store.save("c", state(envelope.COMPLETED))
+    assert {info.instance_id for info in await store.list()} == {"a", "b", "c"}
+    assert [info.instance_id for info in await store.list(status="waiting")] == ["b"]
+    assert [info.instance_id for info in await store.list(status="finished")] == ["c"]
+    info = await store.info("b")
+    assert info.created_at <= info.updated_at <= time.time() + 1
+
+
+async def test_terminate_fences_the_holder_and_drops_events(store) -> None:
+    await store.create("i", state())
+    await store.publish("i", "go")
+    [lease] = await store.claim("w", ["m:main"], 1, 30)
+    assert await store.terminate("i", "operator said so")
+    with pytest.raises(LeaseLost):
+        await store.save_leased(lease, state())
+    info = await store.info("i")
+    assert (info.status, info.reason) == ("terminated", "operator said so")
+    saved = await store.load("i")
+    assert saved == {**saved, **terminated(state(), "operator said so"), "updated_at": saved["updated_at"]}
+    assert await store.events("i") == []
+    assert not await store.terminate("i", "again")
+    assert await store.claim("w", ["m:main"], 1, 30) == []
+
+
+async def test_many_concurrent_saves_share_commits(store) -> None:
+    for n in range(50):
+        await store.create(f"i{n}", state())
+    leases = await store.claim("w", ["m:main"], 50, 30)
+    before = store.commits
+    await asyncio.gather(*(store.save_leased(lease, state(marker=n))
+                           for n, lease in enumerate(leases)))
+    assert store.commits - before < len(leases)
+
+
+async def test_a_publish_wakes_a_waiting_worker(store) -> None:
+    await store.create("i", state(envelope.PAUSED, waiting_for="go"))
+    await store.wait_for_change(0)  # see everything so far
+
+    async def publish_later() -> None:
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(store.append_event, "i", "go")
+
+    publisher = asyncio.create_task(publish_later())
+    await store.wait_for_change(60)  # returns because of the publish, not the timeout
+    assert publisher.done() or await asyncio.wait_for(publisher, 5) is None
+    assert [lease.instance_id for lease in await store.claim("w", ["m:main"], 1, 30)] == ["i"]
+
+
+async def test_a_change_from_another_store_object_wakes_a_waiter(store) -> None:
+    # Another object over the same database: to a store, the same as another process.
+    other = SqliteStateStore(store.path) if isinstance(store, SqliteStateStore) else open_store(store.dsn)
+    try:
+        await store.wait_for_change(0)
+        waiter = asyncio.create_task(store.wait_for_change(60))
+        await asyncio.sleep(0.05)
+        await other.create("i", state())
+        await asyncio.wait_for(waiter, 30)
+    finally:
+        await other.close()
