@@ -17,29 +17,38 @@ from durable import (
     DurableBackend,
     InMemoryStateStore,
     PauseForEventException,
+    SqliteStateStore,
     StateStore,
     make_durable,
 )
-from durable.stores import EventLog
+from durable.stores import EventLog, open_store
 from durable.stores import disk as disk_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["memory", "disk", "seed"])
-def store(request, tmp_path) -> StateStore:
-    if request.param == "memory":
+def open_kind(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
+    if kind == "memory":
         return InMemoryStateStore()
-    if request.param == "disk":
+    if kind == "disk":
         return DiskStateStore(tmp_path / "store")
+    if kind == "sqlite":
+        return SqliteStateStore(tmp_path / "durable.db")
+    if kind == "postgres":
+        return open_store(request.getfixturevalue("postgres_dsn"))
     return SeedStyleStore()
 
 
-@pytest.fixture(params=["memory", "disk"])
-def log(request, tmp_path) -> InMemoryStateStore | DiskStateStore:
-    if request.param == "memory":
-        return InMemoryStateStore()
-    return DiskStateStore(tmp_path / "store")
+async def opened_store(request: pytest.FixtureRequest, tmp_path: Path):
+    opened = open_kind(request.param, request, tmp_path)
+    yield opened
+    if hasattr(opened, "close"):
+        await opened.close()
+
+
+store = pytest.fixture(opened_store, params=["memory", "disk", "sqlite", "postgres", "seed"],
+                       name="store")
+log = pytest.fixture(opened_store, params=["memory", "disk", "sqlite", "postgres"], name="log")
 
 
 def state(n: int = 0, **extra: Any) -> dict[str, Any]:
@@ -361,33 +370,43 @@ approval = make_durable(approval_flow)
 
 PUBLISH = """
     import sys
-    from durable import DiskStateStore, DurableBackend
-    DurableBackend(DiskStateStore(sys.argv[1])).publish_event(sys.argv[2], sys.argv[3])
+    from durable import DurableBackend, open_store
+    DurableBackend(open_store(sys.argv[1])).publish_event(sys.argv[2], sys.argv[3])
 """
 
 
+@pytest.fixture(params=["disk", "sqlite", "postgres"])
+def url(request, tmp_path) -> str:
+    """A store URL that another process can open too."""
+    if request.param == "disk":
+        return (tmp_path / "store").as_uri()
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'durable.db'}"
+    return request.getfixturevalue("postgres_dsn")
+
+
 @pytest.mark.parametrize("resume_with", ["same backend", "new backend"])
-async def test_publish_from_another_process_reaches_the_instance(tmp_path, resume_with) -> None:
+async def test_publish_from_another_process_reaches_the_instance(url, resume_with) -> None:
     SIDE_EFFECTS.clear()
-    backend = DurableBackend(DiskStateStore(tmp_path))
+    backend = DurableBackend(open_store(url))
     with pytest.raises(PauseForEventException) as paused:
         await approval("o-1", orchestration_backend=backend, instance_id="order/1")
     assert paused.value.event == "approved"
-    proc = run_python(PUBLISH, str(tmp_path), "order/1", "approved")
+    proc = run_python(PUBLISH, url, "order/1", "approved")
     assert proc.returncode == 0, proc.stderr
     if resume_with == "new backend":
-        backend = DurableBackend(DiskStateStore(tmp_path))
+        backend = DurableBackend(open_store(url))
     result = await approval("ignored", orchestration_backend=backend, instance_id="order/1")
     assert result == "o-1 shipped"
     assert SIDE_EFFECTS == ["before o-1", "after o-1"]
-    assert await DiskStateStore(tmp_path).events("order/1") == []  # consumed
+    assert await open_store(url).events("order/1") == []  # consumed
 
 
-async def test_event_published_by_another_process_before_the_instance_waits_is_kept(tmp_path) -> None:
+async def test_event_published_by_another_process_before_the_instance_waits_is_kept(url) -> None:
     SIDE_EFFECTS.clear()
-    proc = run_python(PUBLISH, str(tmp_path), "order-2", "approved")
+    proc = run_python(PUBLISH, url, "order-2", "approved")
     assert proc.returncode == 0, proc.stderr
-    backend = DurableBackend(DiskStateStore(tmp_path))
+    backend = DurableBackend(open_store(url))
     assert await approval("o-2", orchestration_backend=backend, instance_id="order-2") == "o-2 shipped"
     assert SIDE_EFFECTS == ["before o-2", "after o-2"]
     assert await backend.state_store.events("order-2") == []

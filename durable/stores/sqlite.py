@@ -394,8 +394,8 @@ def _upsert(c: sqlite3.Connection, instance_id: str, state: State) -> None:
         " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET program = excluded.program,"
         " status = excluded.status, waiting_for = excluded.waiting_for, state = excluded.state,"
         " updated_at = excluded.updated_at",
-        (instance_id, state["program"], status_of(state), state.get("waiting_for"), _dump(state),
-         now, now))
+        (instance_id, state.get("program", ""), status_of(state), state.get("waiting_for"),
+         _dump(state), now, now))
     _delete_events(c, instance_id, consumed(state))
 
 
