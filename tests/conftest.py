@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["postgres_server"]  # a throwaway PostgreSQL server: the postgres_dsn fixture
+
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     skipped = terminalreporter.stats.get("skipped", []) + terminalreporter.stats.get("xfailed", [])
