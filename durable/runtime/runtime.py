@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from ..program import DurableProgram
 
 
+ENDED = (envelope.COMPLETED, envelope.FAILED, envelope.TERMINATED)
+
+
 class DurableRuntime:
     """Drives one instance of a durable program against an orchestration backend."""
 
@@ -54,23 +57,31 @@ class DurableRuntime:
         """Start the instance, or continue it from its saved state (``args`` are then ignored)."""
         state = await self.backend.load_state(self.instance_id)
         if state is None:
-            self.call_stack = CallStack([self.program.new_frame(args, kwargs)])
-            await self._save(envelope.RUNNING)
+            await self._store(self.initial_state(*args, **kwargs))
         else:
             envelope.check(state, self.program.key, self.instance_id)
             self._saves = state.get("saves", 0)
             self._last_saved = state
             status = state["status"]
-            if status == envelope.COMPLETED:
-                return serialization.loads(state["result"])
-            if status == envelope.FAILED:
-                raise _stored_error(state)
-            if status == envelope.TERMINATED:
-                raise InstanceTerminated(self.instance_id, state.get("reason"))
+            if status in ENDED:
+                return outcome(state, self.instance_id)
             self.call_stack = self._load_stack(state)
             if status == envelope.PAUSED and not await self._take_event(state["waiting_for"], True):
                 raise PauseForEventException(state["waiting_for"])
         return await self._drive()
+
+    def initial_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The state a fresh start saves, without running the program: a client creates an
+        instance with it for workers to run. Bad arguments raise TypeError, as in a call."""
+        self.call_stack = CallStack([self.program.new_frame(args, kwargs)])
+        return self._state(envelope.RUNNING)
+
+    async def fail(self, error: BaseException) -> None:
+        """Save ``error`` as the instance's outcome. A worker also saves the errors the runtime
+        raised before it could save anything (state it cannot load or save), so that such an
+        instance ends instead of being retried forever."""
+        text = "".join(traceback.format_exception(error))
+        await self._save(envelope.FAILED, result=_saveable_error(error), error_traceback=text)
 
     def _load_stack(self, state: dict[str, Any]) -> CallStack:
         try:
@@ -174,6 +185,11 @@ class DurableRuntime:
     # Saving.
     async def _save(self, status: str, *, waiting_for: str | None = None,
                     result: bytes | None = None, error_traceback: str | None = None) -> None:
+        await self._store(self._state(status, waiting_for=waiting_for, result=result,
+                                      error_traceback=error_traceback))
+
+    def _state(self, status: str, *, waiting_for: str | None = None, result: bytes | None = None,
+               error_traceback: str | None = None) -> dict[str, Any]:
         frames: list[bytes] = []
         if status in (envelope.RUNNING, envelope.PAUSED):
             try:
@@ -181,10 +197,12 @@ class DurableRuntime:
             except Exception as error:
                 raise self._unsaveable(error) from error
         self._saves += 1
-        state = envelope.envelope(
+        return envelope.envelope(
             self.program.key, status, frames, saves=self._saves, waiting_for=waiting_for,
             result=result, error_traceback=error_traceback, consumed_events=self._consumed,
         )
+
+    async def _store(self, state: dict[str, Any]) -> None:
         await self.backend.save_state(self.instance_id, state)
         self._last_saved = state
         self._consumed = []
@@ -202,8 +220,7 @@ class DurableRuntime:
         return value
 
     async def _fail(self, error: BaseException) -> Any:
-        text = "".join(traceback.format_exception(error))
-        await self._save(envelope.FAILED, result=_saveable_error(error), error_traceback=text)
+        await self.fail(error)
         raise error
 
     def _unsaveable(self, error: Exception) -> SerializationError:
@@ -247,6 +264,18 @@ def _saveable_error(error: BaseException) -> bytes:
         return blob
     except Exception:
         return serialization.dumps(FailedInstanceError(type(error).__qualname__, str(error)))
+
+
+def outcome(state: dict[str, Any], instance_id: str) -> Any:
+    """An ended instance's result, or its error raised: for a runtime and for a client."""
+    status = state["status"]
+    if status == envelope.COMPLETED:
+        return serialization.loads(state["result"])
+    if status == envelope.FAILED:
+        raise _stored_error(state)
+    if status == envelope.TERMINATED:
+        raise InstanceTerminated(instance_id, state.get("reason"))
+    raise ValueError(f"instance {instance_id!r} has not ended (it is {status})")
 
 
 def _stored_error(state: dict[str, Any]) -> BaseException:
