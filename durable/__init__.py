@@ -1,6 +1,7 @@
 """durable: make plain ``async def`` code durable. Pause, persist, resume anywhere; no replay."""
 
 from .backends import DurableBackend, OrchestrationBackend
+from .client import Client, InstanceHandle
 from .compiler import DurableAstTransformer, transform_to_durable_ast
 from .errors import (
     CompileError,
@@ -19,9 +20,11 @@ from .program import DurableProgram, make_durable
 from .runtime import CallStack, CodeBlock, DurableRuntime, FunctionCall
 from .stores import DiskStateStore, InMemoryStateStore, SqliteStateStore, StateStore, open_store
 from .version import __version__
+from .worker import Worker
 
 __all__ = [
     "CallStack",
+    "Client",
     "CodeBlock",
     "CompileError",
     "DiskStateStore",
@@ -34,6 +37,7 @@ __all__ = [
     "FunctionCall",
     "InMemoryStateStore",
     "IncompatibleStateError",
+    "InstanceHandle",
     "InstanceTerminated",
     "LeaseLost",
     "OrchestrationBackend",
@@ -44,6 +48,7 @@ __all__ = [
     "StoreError",
     "UnknownInstanceError",
     "UnsupportedPauseError",
+    "Worker",
     "__version__",
     "make_durable",
     "open_store",

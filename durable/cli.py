@@ -1,0 +1,319 @@
+"""The ``durable`` command: run workers, start instances, publish events, look at instances.
+
+Every command takes ``--store URL`` (default: ``$DURABLE_STORE``, else SQLite
+in ``./durable.db``). Errors print one line to stderr: exit code 2 for a bad
+command line (bad JSON, a module without programs, an unknown store scheme),
+1 when the operation failed (unknown instance, unreachable store, a failed
+instance's result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from .client import Client, InstanceNotEnded
+from .errors import DurableError, InstanceTerminated, StoreError, UnknownInstanceError
+from .program import DurableProgram
+from .stores.base import STATUSES, InstanceInfo
+from .stores.urls import DEFAULT_URL
+from .worker import Worker
+
+USAGE, FAILED = 2, 1
+
+
+class UsageError(Exception):
+    """The command line is wrong (exit code 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(args.command(args))
+    except KeyboardInterrupt:
+        return 130
+    except UsageError as error:
+        return _error(str(error), USAGE)
+    except StoreError as error:
+        code = USAGE if str(error).startswith("unknown store URL") else FAILED
+        return _error(str(error), code)
+    except DurableError as error:
+        return _error(str(error), FAILED)
+    except Exception as error:
+        return _error(f"{type(error).__name__}: {error}", FAILED)
+
+
+def _error(message: str, code: int) -> int:
+    print(f"durable: error: {message}", file=sys.stderr)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--store", default=os.environ.get("DURABLE_STORE"), metavar="URL",
+                       help=f"store URL (default: $DURABLE_STORE, else {DEFAULT_URL})")
+    parser = argparse.ArgumentParser(
+        prog="durable", description="Run workers, start instances, publish events, look at instances.")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", parents=[store], help="run the instances of programs",
+                                 description="Import MODULEs, collect every durable program they "
+                                 "define, and run their instances until SIGINT or SIGTERM (a "
+                                 "second signal stops at once; unsaved work then runs again).")
+    worker.add_argument("modules", nargs="+", metavar="MODULE", help="module to import (a.b.c)")
+    worker.add_argument("--concurrency", type=_positive(int), default=100, metavar="N",
+                        help="instances run at once (default 100)")
+    worker.add_argument("--lease-seconds", type=_positive(float), default=30.0, metavar="S",
+                        help="how long a claim lasts without renewal (default 30)")
+    worker.add_argument("--poll-interval", type=_positive(float), default=1.0, metavar="S",
+                        help="longest wait between looks at the store (default 1)")
+    worker.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    worker.set_defaults(command=_worker)
+
+    start = commands.add_parser("start", parents=[store], help="start an instance",
+                                description="Create an instance for a worker to run; prints its id.")
+    start.add_argument("program", metavar="MODULE:NAME", help="a durable program, e.g. app.flows:order")
+    start.add_argument("arguments", nargs="?", metavar="JSON",
+                       help="its arguments: a JSON array (positional), object (keywords) or "
+                       "any other JSON value (one argument)")
+    start.add_argument("--id", dest="instance_id", help="instance id (default: a new UUID)")
+    start.set_defaults(command=_start)
+
+    status = commands.add_parser("status", parents=[store], help="show an instance")
+    status.add_argument("instance_id", metavar="ID")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(command=_status)
+
+    publish = commands.add_parser("publish", parents=[store], help="publish an event to an instance")
+    publish.add_argument("instance_id", metavar="ID")
+    publish.add_argument("event", metavar="EVENT")
+    publish.add_argument("payload", nargs="?", metavar="JSON", help="payload, as JSON")
+    publish.set_defaults(command=_publish)
+
+    listing = commands.add_parser("list", parents=[store], help="list instances, newest first")
+    listing.add_argument("--status", choices=STATUSES)
+    listing.add_argument("--limit", type=_positive(int), default=1000)
+    listing.add_argument("--json", action="store_true", help="print JSON, one object a line")
+    listing.set_defaults(command=_list)
+
+    result = commands.add_parser("result", parents=[store], help="print an instance's result",
+                                 description="Print the result as JSON (repr if it is not JSON); a "
+                                 "failed or terminated instance prints its error and exits 1.")
+    result.add_argument("instance_id", metavar="ID")
+    result.add_argument("--wait", action="store_true", help="wait until the instance ends")
+    result.add_argument("--timeout", type=_positive(float), metavar="S")
+    result.set_defaults(command=_result)
+
+    terminate = commands.add_parser("terminate", parents=[store], help="stop an instance for good")
+    terminate.add_argument("instance_id", metavar="ID")
+    terminate.add_argument("reason")
+    terminate.set_defaults(command=_terminate)
+    return parser
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+async def _with_client(args: argparse.Namespace, act: Callable[[Client], Awaitable[int]]) -> int:
+    client = Client(args.store)
+    try:
+        return await act(client)
+    finally:
+        await client.close()
+
+
+# Commands.
+async def _worker(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    programs = [program for name in args.modules for program in _programs(name)]
+    worker = Worker(args.store, programs, concurrency=args.concurrency,
+                    lease_seconds=args.lease_seconds, poll_interval=args.poll_interval)
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        worker.stop(now=signals > 1)
+
+    loop = asyncio.get_running_loop()
+    installed = []
+    for number in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # platforms without them
+            loop.add_signal_handler(number, on_signal)
+            installed.append(number)
+    try:
+        await worker.run()
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)
+    return 0
+
+
+async def _start(args: argparse.Namespace) -> int:
+    program = _program(args.program)
+    value = _json(args.arguments, "arguments") if args.arguments is not None else []
+    positional, keywords = ((value, {}) if isinstance(value, list) else
+                            ([], value) if isinstance(value, dict) else ([value], {}))
+
+    async def act(client: Client) -> int:
+        try:
+            handle = await client.start(program, *positional, instance_id=args.instance_id,
+                                        **keywords)
+        except TypeError as error:
+            raise UsageError(f"bad arguments for {args.program}: {error}") from None
+        print(handle.instance_id)
+        return 0
+    return await _with_client(args, act)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    async def act(client: Client) -> int:
+        info = await client.status(args.instance_id)
+        if args.json:
+            print(json.dumps(_as_dict(info)))
+            return 0
+        rows = [("instance", info.instance_id), ("program", info.program),
+                ("status", _status_text(info)), ("created", _time(info.created_at)),
+                ("updated", _time(info.updated_at))]
+        if info.reason is not None:
+            rows.append(("reason", info.reason))
+        if info.lease_owner is not None:
+            rows.append(("worker", info.lease_owner))
+        for label, value in rows:
+            print(f"{label:<9} {value}")
+        return 0
+    return await _with_client(args, act)
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    payload = _json(args.payload, "payload") if args.payload is not None else None
+
+    async def act(client: Client) -> int:
+        await client.publish_event(args.instance_id, args.event, payload)
+        print(f"published {args.event!r} to {args.instance_id}")
+        return 0
+    return await _with_client(args, act)
+
+
+async def _list(args: argparse.Namespace) -> int:
+    async def act(client: Client) -> int:
+        infos = await client.list(args.status, args.limit)
+        if args.json:
+            for info in infos:
+                print(json.dumps(_as_dict(info)))
+            return 0
+        rows = [("ID", "STATUS", "PROGRAM", "UPDATED")]
+        rows += [(i.instance_id, _status_text(i), i.program, _time(i.updated_at)) for i in infos]
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+                  + "  " + row[3])
+        return 0
+    return await _with_client(args, act)
+
+
+async def _result(args: argparse.Namespace) -> int:
+    async def act(client: Client) -> int:
+        try:
+            value = await client.result(args.instance_id, wait=args.wait, timeout=args.timeout)
+        except InstanceNotEnded as error:
+            return _error(f"{error} (use --wait to wait for it)", FAILED)
+        except (UnknownInstanceError, StoreError, TimeoutError):
+            raise
+        except InstanceTerminated as error:
+            return _error(str(error), FAILED)
+        except Exception as error:  # the instance's own error
+            return _error(f"instance {args.instance_id!r} failed: {type(error).__name__}: {error}",
+                          FAILED)
+        try:
+            print(json.dumps(value))
+        except (TypeError, ValueError):
+            print(repr(value))
+        return 0
+    return await _with_client(args, act)
+
+
+async def _terminate(args: argparse.Namespace) -> int:
+    async def act(client: Client) -> int:
+        if await client.terminate(args.instance_id, args.reason):
+            print(f"terminated {args.instance_id}")
+        else:
+            print(f"{args.instance_id} had already ended; nothing changed")
+        return 0
+    return await _with_client(args, act)
+
+
+# Helpers.
+def _import(name: str) -> Any:
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: modules of the working directory
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        if error.name is not None and name.startswith(error.name):
+            raise UsageError(f"cannot import module {name!r}: {error}") from None
+        raise
+
+
+def _programs(name: str) -> list[DurableProgram]:
+    module = _import(name)
+    programs = {id(value): value for value in vars(module).values()
+                if isinstance(value, DurableProgram)}
+    if not programs:
+        raise UsageError(f"module {name!r} defines no durable program (make_durable(fn))")
+    return list(programs.values())
+
+
+def _program(reference: str) -> DurableProgram:
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"name a program as MODULE:NAME, got {reference!r}")
+    value: Any = _import(module_name)
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise UsageError(f"module {module_name!r} has no {attribute!r}")
+        value = getattr(value, part)
+    if not isinstance(value, DurableProgram):
+        raise UsageError(f"{reference} is not a durable program (make_durable(fn))")
+    return value
+
+
+def _json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"the {what} is not valid JSON ({error}): {text!r}") from None
+
+
+def _status_text(info: InstanceInfo) -> str:
+    return f"{info.status} for {info.waiting_for}" if info.waiting_for else info.status
+
+
+def _time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+
+
+def _as_dict(info: InstanceInfo) -> dict[str, Any]:
+    return {"instance_id": info.instance_id, "program": info.program, "status": info.status,
+            "waiting_for": info.waiting_for, "created_at": info.created_at,
+            "updated_at": info.updated_at, "reason": info.reason, "worker": info.lease_owner}

@@ -1,0 +1,173 @@
+"""Client: start instances, publish events, read status and results; workers do the running.
+
+A client never runs user code. ``start`` saves the state a fresh start would
+save (the arguments bound into the first frame) and any ``Worker`` serving
+the program picks it up from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from . import serialization
+from .backends import DurableBackend
+from .errors import DurableError, StoreError, UnknownInstanceError
+from .program import DurableProgram
+from .runtime.runtime import DurableRuntime, outcome
+from .stores.base import ENDED, STATUSES, InstanceInfo, InstanceStore
+from .stores.urls import open_store, redact
+
+if TYPE_CHECKING:
+    from .stores.base import StateStore
+
+# How long a waiting client sleeps between looks when the store signals no change.
+_RECHECK_SECONDS = 1.0
+
+
+class InstanceNotEnded(DurableError):
+    """``result(wait=False)`` of an instance that is still running or waiting."""
+
+    def __init__(self, instance_id: str, status: str, waiting_for: str | None = None):
+        self.instance_id = instance_id
+        self.status = status
+        self.waiting_for = waiting_for
+        detail = f" for event {waiting_for!r}" if waiting_for else ""
+        super().__init__(f"instance {instance_id!r} has no result yet: it is {status}{detail}")
+
+
+def instance_store(store: InstanceStore | str | None) -> tuple[InstanceStore, bool]:
+    """The store to use, and whether we opened it (then we close it too)."""
+    if store is None or isinstance(store, str):
+        opened: StateStore = open_store(store)
+        if not isinstance(opened, InstanceStore):
+            raise StoreError(f"the store {redact(store or 'default')!r} ({type(opened).__name__}) "
+                             "cannot be shared by clients and workers: use sqlite:///file.db "
+                             "or postgresql://user@host/database")
+        return opened, True
+    if not isinstance(store, InstanceStore):
+        raise TypeError(f"clients and workers need an InstanceStore or a store URL, "
+                        f"got {type(store).__name__}")
+    return store, False
+
+
+class Client:
+    """Talks to the instances in one store: ``Client()``, ``Client("sqlite:///app.db")`` or
+    ``Client(store)``. Without a store, ``$DURABLE_STORE`` or SQLite in ``./durable.db``."""
+
+    def __init__(self, store: InstanceStore | str | None = None) -> None:
+        self.store, self._owns_store = instance_store(store)
+
+    def __repr__(self) -> str:
+        return f"Client({self.store!r})"
+
+    async def close(self) -> None:
+        """Close the store if this client opened it from a URL."""
+        if self._owns_store:
+            await self.store.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self, program: DurableProgram, *args: Any, instance_id: str | None = None,
+                    **kwargs: Any) -> InstanceHandle:
+        """Create an instance of ``program`` for workers to run; runs none of its code.
+
+        Idempotent: if ``instance_id`` exists already, its handle is returned and
+        nothing changes (so a retried start cannot start twice).
+        """
+        if not isinstance(program, DurableProgram):
+            raise TypeError(f"start() needs a durable program (make_durable(fn)), "
+                            f"got {type(program).__name__}")
+        instance_id = instance_id or str(uuid.uuid4())
+        runtime = DurableRuntime(program, DurableBackend(self.store), instance_id)
+        await self.store.create(instance_id, runtime.initial_state(*args, **kwargs))
+        return InstanceHandle(self, instance_id)
+
+    def handle(self, instance_id: str) -> InstanceHandle:
+        """A handle on an existing instance (not checked until it is used)."""
+        return InstanceHandle(self, instance_id)
+
+    async def publish_event(self, instance_id: str, name: str, payload: Any = None) -> None:
+        """Deliver event ``name`` to an instance, now or whenever it waits for it."""
+        await self.status(instance_id)  # an unknown id is an error, not an event kept forever
+        blob = None if payload is None else serialization.dumps(payload)
+        await self.store.publish(instance_id, name, blob)
+
+    async def status(self, instance_id: str) -> InstanceInfo:
+        """Running, waiting (``waiting_for`` names the event), finished, failed or terminated."""
+        info = await self.store.info(instance_id)
+        if info is None:
+            raise UnknownInstanceError(instance_id, repr(self.store))
+        return info
+
+    async def result(self, instance_id: str, wait: bool = True, timeout: float | None = None) -> Any:
+        """The result of a finished instance; a failed one raises its error, a terminated one
+        ``InstanceTerminated``. With ``wait`` it waits until the instance ends (``TimeoutError``
+        after ``timeout`` seconds); without, an unfinished instance raises ``InstanceNotEnded``."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            info = await self.status(instance_id)
+            if info.status in ENDED:
+                state = await self.store.load(instance_id)
+                if state is None:  # pragma: no cover - deleted between the two reads
+                    raise UnknownInstanceError(instance_id, repr(self.store))
+                return outcome(state, instance_id)
+            if not wait:
+                raise InstanceNotEnded(instance_id, info.status, info.waiting_for)
+            left = _RECHECK_SECONDS if deadline is None else deadline - loop.time()
+            if left <= 0:
+                detail = f" for event {info.waiting_for!r}" if info.waiting_for else ""
+                raise TimeoutError(f"instance {instance_id!r} did not end within {timeout} s "
+                                   f"(it is {info.status}{detail})")
+            await self.store.wait_for_change(min(left, _RECHECK_SECONDS))
+
+    async def terminate(self, instance_id: str, reason: str) -> bool:
+        """Stop an unfinished instance for good; False if it had already ended.
+
+        A worker running it cannot save it any more (its lease is fenced off), so
+        it stops at its next save; waiting callers get ``InstanceTerminated``.
+        """
+        await self.status(instance_id)
+        return await self.store.terminate(instance_id, reason)
+
+    async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
+        """Instances, newest first; ``status`` keeps those with one status (``"waiting"``...)."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
+        return await self.store.list(status, limit)
+
+
+class InstanceHandle:
+    """One instance, as returned by ``Client.start``."""
+
+    def __init__(self, client: Client, instance_id: str) -> None:
+        self.client = client
+        self.instance_id = instance_id
+
+    def __repr__(self) -> str:
+        return f"<InstanceHandle {self.instance_id!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, InstanceHandle) and other.instance_id == self.instance_id
+                and other.client is self.client)
+
+    def __hash__(self) -> int:
+        return hash(self.instance_id)
+
+    async def status(self) -> InstanceInfo:
+        return await self.client.status(self.instance_id)
+
+    async def result(self, wait: bool = True, timeout: float | None = None) -> Any:
+        return await self.client.result(self.instance_id, wait=wait, timeout=timeout)
+
+    async def publish_event(self, name: str, payload: Any = None) -> None:
+        await self.client.publish_event(self.instance_id, name, payload)
+
+    async def terminate(self, reason: str) -> bool:
+        return await self.client.terminate(self.instance_id, reason)

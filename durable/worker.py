@@ -1,0 +1,302 @@
+"""Worker: runs the instances of its programs that a store has ready, each under a lease.
+
+The loop claims up to ``concurrency`` runnable instances (started, or waiting
+for an event that has arrived) and runs each in its own task with a runtime
+whose every save goes through ``save_leased``: once the lease is lost (it
+expired and another worker took the instance, or a client terminated it) the
+save is refused, so a stalled worker cannot overwrite newer state. A renewal
+task keeps the leases alive; saving a paused, finished or failed state ends
+a lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+
+from .backends import DurableBackend
+from .client import instance_store
+from .errors import LeaseLost, PauseForEventException, StoreError
+from .program import DurableProgram
+from .runtime.envelope import RUNNING
+from .runtime.runtime import DurableRuntime
+from .stores.base import InstanceStore, Lease, State
+
+logger = logging.getLogger("durable.worker")
+
+
+class _Stopped(Exception):
+    """The worker is stopping: this instance's run ends here, its lease is given back."""
+
+
+class LeasedBackend(DurableBackend):
+    """A backend whose saves are fenced by a lease (``save_leased``)."""
+
+    def __init__(self, store: InstanceStore, lease: Lease) -> None:
+        super().__init__(store)
+        self.store = store
+        self.lease = lease
+        self.ended = False  # a paused, finished or failed state was saved: the lease is over
+        self.lost = False  # renewal found the lease taken: every save would be refused
+        self.stopping = False  # stop after the next save (the worker is stopping)
+        self.abandoned = False  # save nothing more (the worker stops now)
+
+    async def save_state(self, instance_id: str, state: State) -> None:
+        if self.lost:
+            raise LeaseLost(self.lease.instance_id, self.lease.token)
+        if self.abandoned:
+            raise _Stopped()
+        await self.store.save_leased(self.lease, state)
+        if state["status"] != RUNNING:
+            self.ended = True
+        elif self.stopping:
+            raise _Stopped()
+
+
+class Worker:
+    """Runs instances of ``programs`` (``DurableProgram`` objects, found by their ``key``).
+
+    ``await worker.run()`` until ``worker.stop()``, which may be called from
+    another thread or a signal handler. Several workers, in one process or many,
+    can share a store: a lease keeps each instance to one worker at a time.
+    """
+
+    def __init__(self, store: InstanceStore | str | None, programs: Iterable[DurableProgram], *,
+                 concurrency: int = 100, lease_seconds: float = 30.0, poll_interval: float = 1.0,
+                 name: str | None = None) -> None:
+        self.store, self._owns_store = instance_store(store)
+        self.programs: dict[str, DurableProgram] = {}
+        for program in programs:
+            if not isinstance(program, DurableProgram):
+                raise TypeError(f"a worker runs durable programs (make_durable(fn)), "
+                                f"got {program!r}")
+            self.programs[program.key] = program
+        if not self.programs:
+            raise ValueError("a worker needs at least one durable program")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if lease_seconds <= 0 or poll_interval <= 0:
+            raise ValueError("lease_seconds and poll_interval must be positive")
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval  # the longest wait between looks at the store
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._running: dict[asyncio.Task[None], LeasedBackend] = {}
+        self._releases: set[asyncio.Future[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._stop = False
+        self._stop_now = False
+        self._claimed_once = False
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name} on {self.store!r}, {len(self._running)} running>"
+
+    @property
+    def running(self) -> int:
+        """How many instances this worker is running now."""
+        return len(self._running)
+
+    def stop(self, now: bool = False) -> None:
+        """Ask ``run`` to return: claim nothing more; each running instance stops at its next
+        save (then its lease is given back) or when it pauses or ends.
+
+        ``now=True`` also cancels running instances: nothing more of them is saved, their
+        leases are given back, and what they did since their last save runs again later.
+        Safe from another thread and from a signal handler.
+        """
+        self._stop = True
+        self._stop_now = self._stop_now or now
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: run returned
+                loop.call_soon_threadsafe(self._stopping)
+
+    async def run(self) -> None:
+        """Run instances until ``stop()``; return once none of them is running."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        watcher = asyncio.create_task(self._watch(), name=f"{self.name} watch")
+        renewer = asyncio.create_task(self._renew(), name=f"{self.name} renew")
+        logger.info("worker %s started on %r: %s", self.name, self.store,
+                    ", ".join(sorted(self.programs)))
+        try:
+            await self._claim_loop()
+            self._stopping()
+            if self._running:
+                logger.info("worker %s stopping: waiting for %d running instance(s) to reach "
+                            "their next save", self.name, len(self._running))
+                await asyncio.wait(list(self._running))
+        except asyncio.CancelledError:
+            self._cancel_all()
+            if self._running:
+                await asyncio.wait(list(self._running))
+            raise
+        finally:
+            if self._releases:
+                await asyncio.wait(list(self._releases))
+            watcher.cancel()
+            renewer.cancel()
+            await asyncio.gather(watcher, renewer, return_exceptions=True)
+            if self._owns_store:
+                await self.store.close()
+            self._loop = None
+            logger.info("worker %s stopped", self.name)
+
+    # The loop.
+    async def _claim_loop(self) -> None:
+        assert self._wakeup is not None
+        failures = 0
+        while not self._stop:
+            self._wakeup.clear()
+            free = self.concurrency - len(self._running)
+            if free > 0:
+                try:
+                    leases = await self.store.claim(self.name, self.programs, free,
+                                                    self.lease_seconds)
+                except (StoreError, OSError) as error:
+                    if not self._claimed_once:
+                        raise  # the store cannot be reached at all: the caller should know
+                    failures += 1
+                    logger.warning("worker %s cannot claim instances (attempt %d): %s",
+                                   self.name, failures, error)
+                    leases = []
+                else:
+                    failures = 0
+                    self._claimed_once = True
+                for lease in leases:
+                    if self._stop:  # asked to stop while claiming: give it straight back
+                        await self._release(lease)
+                    else:
+                        self._start(lease)
+            await self._wakeup.wait()
+
+    async def _watch(self) -> None:
+        """Wake the loop on every change in the store, and at least every ``poll_interval``
+        (leases of other workers expire without a change). One long-lived task, because the
+        store remembers per task which changes it has seen."""
+        assert self._wakeup is not None
+        while True:
+            try:
+                await self.store.wait_for_change(self.poll_interval)
+            except (StoreError, OSError) as error:
+                logger.warning("worker %s cannot watch the store: %s", self.name, error)
+                await asyncio.sleep(self.poll_interval)
+            self._wakeup.set()
+
+    def _stopping(self) -> None:
+        """On the loop: pass a stop request on to the loop and the running instances."""
+        for backend in self._running.values():
+            backend.stopping = True
+        if self._stop_now:
+            self._cancel_all()
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _cancel_all(self) -> None:
+        for task, backend in self._running.items():
+            if not backend.ended and not backend.abandoned:
+                backend.abandoned = True
+                task.cancel()
+
+    def _start(self, lease: Lease) -> None:
+        backend = LeasedBackend(self.store, lease)
+        task = asyncio.create_task(self._run_instance(lease, backend),
+                                   name=f"durable instance {lease.instance_id}")
+        self._running[task] = backend
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        if self._wakeup is not None:
+            self._wakeup.set()  # a slot is free: claim again at once
+        if not task.cancelled() and task.exception() is not None:  # pragma: no cover - a bug
+            logger.error("worker %s: an instance task failed", self.name,
+                         exc_info=task.exception())
+
+    # One instance.
+    async def _run_instance(self, lease: Lease, backend: LeasedBackend) -> None:
+        instance_id = lease.instance_id
+        runtime = DurableRuntime(self.programs[lease.program], backend, instance_id)  # claimed by key
+        try:
+            await runtime.run()
+            logger.debug("instance %s finished", instance_id)
+        except PauseForEventException as pause:
+            logger.debug("instance %s waits for event %r", instance_id, pause.event)
+        except LeaseLost:
+            logger.info("instance %s: lease %d was lost (taken over or terminated); dropped",
+                        instance_id, lease.token)
+            return
+        except (_Stopped, asyncio.CancelledError):
+            if backend.lost:
+                logger.info("instance %s: lease %d was lost; dropped", instance_id, lease.token)
+            else:
+                logger.info("instance %s given back: the worker is stopping", instance_id)
+        except (StoreError, OSError) as error:
+            # The store, not the instance: leave it to be run again.
+            logger.warning("instance %s: the store failed, giving it back: %s", instance_id, error)
+        except BaseException as error:
+            if backend.ended:  # the program's own error, saved as its outcome
+                logger.info("instance %s failed: %s: %s", instance_id, type(error).__name__, error)
+            elif not isinstance(error, Exception):
+                raise
+            elif not backend.abandoned:
+                await self._fail(runtime, backend, error)
+        finally:
+            if not backend.ended and not backend.lost:
+                await self._release(lease)
+
+    async def _fail(self, runtime: DurableRuntime, backend: LeasedBackend, error: Exception) -> None:
+        """The runtime raised without saving (state it cannot load or save): save the error,
+        so the instance ends instead of being claimed and failing again forever."""
+        logger.warning("instance %s cannot run: %s: %s; it is marked failed", runtime.instance_id,
+                       type(error).__name__, error)
+        try:
+            await runtime.fail(error)
+        except LeaseLost:
+            backend.lost = True
+        except Exception:
+            logger.exception("instance %s: cannot save its failure", runtime.instance_id)
+
+    async def _release(self, lease: Lease) -> None:
+        """Give a lease back; a cancellation cannot interrupt it, and ``run`` waits for it."""
+        release = asyncio.ensure_future(self._give_back(lease))
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
+        await asyncio.shield(release)
+
+    async def _give_back(self, lease: Lease) -> None:
+        try:
+            await self.store.release(lease)
+        except Exception as error:
+            logger.warning("instance %s: cannot give its lease back (it expires in %s s): %s",
+                           lease.instance_id, self.lease_seconds, error)
+
+    # Leases.
+    async def _renew(self) -> None:
+        """Extend every held lease every third of its length; stop instances that lost theirs."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = {backend.lease: (task, backend) for task, backend in self._running.items()
+                    if not backend.ended}
+            if not held:
+                continue
+            try:
+                lost = await self.store.renew(list(held), self.lease_seconds)
+            except Exception as error:
+                logger.warning("worker %s cannot renew its leases: %s", self.name, error)
+                continue
+            for lease in lost:
+                task, backend = held[lease]
+                if backend.ended or task.done():
+                    continue  # it paused or ended while we renewed
+                logger.info("instance %s: lease %d was lost; stopping it", lease.instance_id,
+                            lease.token)
+                backend.lost = True
+                task.cancel()
+

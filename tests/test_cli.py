@@ -1,0 +1,251 @@
+"""The `durable` command, run as a real process against a SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from durable import Client, SqliteStateStore, Worker
+from durable.stores.base import RUNNING, TERMINATED, WAITING
+
+FLOWS = '''
+import asyncio
+
+from durable import PauseForEventException, make_durable
+
+
+async def double(x):
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+@make_durable
+async def greet(name, punctuation="!"):
+    raise PauseForEventException("allow")
+    return f"hello {name}{punctuation}"
+
+
+@make_durable
+async def compute(x):
+    return await double(x) + 1
+
+
+@make_durable
+async def broken(x):
+    await double(x)
+    raise ValueError(f"broken {x}")
+
+
+def plain():
+    return 1
+'''
+
+
+@pytest.fixture(scope="module")
+def modules(tmp_path_factory):
+    """A directory with cli_flows.py (programs) and cli_empty.py (none), importable here too."""
+    directory = tmp_path_factory.mktemp("cli_modules")
+    (directory / "cli_flows.py").write_text(textwrap.dedent(FLOWS))
+    (directory / "cli_empty.py").write_text("VALUE = 1\n")
+    sys.path.insert(0, str(directory))
+    try:
+        yield directory
+    finally:
+        sys.path.remove(str(directory))
+
+
+@pytest.fixture
+def flows(modules):
+    return importlib.import_module("cli_flows")
+
+
+@pytest.fixture
+def url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+@pytest.fixture
+async def client(tmp_path, url):
+    store = SqliteStateStore(tmp_path / "cli.db")
+    yield Client(store)
+    await store.close()
+
+
+def _env(modules: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DURABLE_STORE"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(modules), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+async def durable(modules: Path, cwd: Path, *args: str, **env: str) -> tuple[int, str, str]:
+    """Run ``python -m durable ARGS``; return its exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "durable", *args, cwd=cwd, env=_env(modules, **env),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def wait_for_status(client: Client, instance_id: str, status: str):
+    async with asyncio.timeout(60):
+        while True:
+            info = await client.status(instance_id)
+            if info.status == status:
+                return info
+            await client.store.wait_for_change(1.0)
+
+
+def one_error_line(err: str, *fragments: str) -> None:
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("durable: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+
+
+async def test_start_status_list_and_a_publish_from_another_process(
+        modules, tmp_path, url, client, flows) -> None:
+    cli = lambda *args: durable(modules, tmp_path, *args, "--store", url)  # noqa: E731
+    assert await cli("start", "cli_flows:greet", '["Ada"]', "--id", "g-1") == (0, "g-1\n", "")
+    assert (await cli("start", "cli_flows:greet", '["Bob"]', "--id", "g-1"))[0] == 0  # idempotent
+
+    code, out, _ = await cli("status", "g-1")
+    assert code == 0
+    assert "instance  g-1" in out and "program   cli_flows:greet" in out
+    assert "status    running" in out
+    code, out, _ = await cli("status", "g-1", "--json")
+    assert json.loads(out)["status"] == RUNNING
+
+    code, out, _ = await cli("list")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split() == ["ID", "STATUS", "PROGRAM", "UPDATED"]
+    assert [row.split()[:3] for row in rows] == [["g-1", "running", "cli_flows:greet"]]
+    assert (await cli("list", "--status", "waiting"))[1].splitlines()[1:] == []
+
+    code, _, err = await cli("result", "g-1")
+    assert code == 1
+    one_error_line(err, "no result yet", "running")
+
+    worker = Worker(client.store, [flows.greet])
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_for_status(client, "g-1", WAITING)
+        code, out, _ = await cli("status", "g-1")
+        assert "status    waiting for allow" in out
+        code, out, _ = await cli("list", "--status", "waiting", "--json")
+        assert [json.loads(line)["instance_id"] for line in out.splitlines()] == ["g-1"]
+
+        code, out, err = await cli("publish", "g-1", "allow", '{"by": "cli"}')
+        assert (code, err) == (0, "")
+        assert "allow" in out and "g-1" in out
+        assert await client.result("g-1", timeout=60) == "hello Ada!"  # the first start's argument
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)
+    assert await cli("result", "g-1") == (0, '"hello Ada!"\n', "")
+
+
+async def test_the_store_defaults_to_the_environment(modules, tmp_path, url, client) -> None:
+    code, out, _ = await durable(modules, tmp_path, "start", "cli_flows:compute", "20", "--id",
+                                 "c-env", DURABLE_STORE=url)
+    assert (code, out) == (0, "c-env\n")
+    assert (await client.status("c-env")).status == RUNNING
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+async def test_a_worker_process_runs_instances_and_stops_on_a_signal(
+        modules, tmp_path, url, client, flows, signal_number) -> None:
+    await client.start(flows.compute, 20, instance_id="c-1")
+    await client.start(flows.greet, "Ada", punctuation="?", instance_id="g-2")
+    await client.start(flows.broken, 3, instance_id="b-1")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "durable", "worker", "cli_flows", "--store", url,
+        "--concurrency", "4", "--lease-seconds", "10", cwd=tmp_path, env=_env(modules),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert await client.result("c-1", timeout=60) == 41
+        await wait_for_status(client, "g-2", WAITING)
+        await client.publish_event("g-2", "allow")  # from this process to the worker's
+        assert await client.result("g-2", timeout=60) == "hello Ada?"
+        with pytest.raises(ValueError, match="broken 3"):
+            await client.result("b-1", timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal_number)
+        _out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode()
+    assert "stopped" in err.decode()
+
+    code, _, err = await durable(modules, tmp_path, "result", "b-1", "--store", url)
+    assert code == 1
+    one_error_line(err, "failed", "ValueError", "broken 3")
+
+
+async def test_terminate_and_result_wait(modules, tmp_path, url, client, flows) -> None:
+    cli = lambda *args: durable(modules, tmp_path, *args, "--store", url)  # noqa: E731
+    await client.start(flows.greet, "Ada", instance_id="t-1")
+    code, _, err = await cli("result", "t-1", "--wait", "--timeout", "0.1")
+    assert code == 1
+    one_error_line(err, "did not end", "t-1")
+    assert await cli("terminate", "t-1", "not needed") == (0, "terminated t-1\n", "")
+    info = await client.status("t-1")
+    assert (info.status, info.reason) == (TERMINATED, "not needed")
+    assert "reason    not needed" in (await cli("status", "t-1"))[1]
+    code, out, _ = await cli("terminate", "t-1", "again")
+    assert code == 0 and "already ended" in out
+    code, _, err = await cli("result", "t-1")
+    assert code == 1
+    one_error_line(err, "terminated", "not needed")
+
+
+async def test_errors_are_one_line_with_the_right_exit_code(modules, tmp_path, url, client,
+                                                            flows) -> None:
+    await client.start(flows.compute, 1, instance_id="known")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cases = [
+        (("status", "nope", "--store", url), 1, ["no instance 'nope'", "cli.db"]),
+        (("publish", "nope", "allow", "--store", url), 1, ["no instance 'nope'"]),
+        (("publish", "known", "allow", "{bad", "--store", url), 2, ["not valid JSON"]),
+        (("list", "--store", "mysql://somewhere/db"), 2, ["unknown store URL"]),
+        (("list", "--store", f"sqlite:///{blocker}/sub/x.db"), 1, []),
+        (("status", "x", "--store", "postgresql://nobody@127.0.0.1:1/db"), 1, ["127.0.0.1"]),
+        (("worker", "cli_empty", "--store", url), 2, ["cli_empty", "no durable program"]),
+        (("worker", "cli_missing", "--store", url), 2, ["cannot import module 'cli_missing'"]),
+        (("start", "cli_flows:compute", "[1, 2]", "--store", url), 2, ["bad arguments"]),
+        (("start", "cli_flows:plain", "--store", url), 2, ["not a durable program"]),
+        (("start", "cli_flows", "--store", url), 2, ["MODULE:NAME"]),
+    ]
+    for args, expected, fragments in cases:
+        code, out, err = await durable(modules, tmp_path, *args)
+        assert code == expected, (args, err)
+        assert out == "", (args, out)
+        one_error_line(err, *fragments)
+    assert [i.instance_id for i in await client.list()] == ["known"]
+
+    code, _, err = await durable(modules, tmp_path, "status")  # argparse: usage and exit 2
+    assert code == 2 and "usage:" in err and "Traceback" not in err
+
+
+async def test_the_console_script(modules, tmp_path, url, client) -> None:
+    script = Path(sys.executable).with_name("durable")
+    assert script.exists(), "pip install -e '.[dev]' installs the durable command"
+    process = await asyncio.create_subprocess_exec(
+        script, "start", "cli_flows:compute", '{"x": 4}', "--id", "s-1", "--store", url,
+        cwd=tmp_path, env=_env(modules), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert (process.returncode, out, err) == (0, b"s-1\n", b"")
+    assert (await client.status("s-1")).status == RUNNING

@@ -1,0 +1,205 @@
+"""Client: start creates an instance without running it; status, result, list, terminate, publish."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from durable import (
+    Client,
+    DurableBackend,
+    InstanceHandle,
+    InstanceTerminated,
+    PauseForEventException,
+    SerializationError,
+    SqliteStateStore,
+    StoreError,
+    UnknownInstanceError,
+    make_durable,
+)
+from durable.client import InstanceNotEnded
+from durable.runtime.runtime import DurableRuntime
+from durable.stores.base import FAILED, FINISHED, RUNNING, TERMINATED, WAITING
+from durable.worker import Worker
+
+CALLS: list[tuple[str, object]] = []
+
+
+@make_durable
+async def greet(name: str, punctuation: str = "!") -> str:
+    CALLS.append(("greet", name))
+    raise PauseForEventException("allow")
+    return f"hello {name}{punctuation}"
+
+
+@make_durable
+async def add(a: int, b: int) -> int:
+    CALLS.append(("add", a))
+    return a + b
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calls():
+    CALLS.clear()
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = SqliteStateStore(tmp_path / "client.db")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def client(store):
+    return Client(store)
+
+
+async def test_start_creates_a_running_instance_and_runs_no_code(client, store) -> None:
+    handle = await client.start(greet, "Ada", instance_id="g-1")
+    assert isinstance(handle, InstanceHandle) and handle.instance_id == "g-1"
+    assert CALLS == []
+    info = await handle.status()
+    assert (info.instance_id, info.program, info.status) == ("g-1", greet.key, RUNNING)
+    assert info.waiting_for is None and info.created_at <= info.updated_at
+
+
+async def test_start_saves_what_a_fresh_run_saves(client, store) -> None:
+    await client.start(add, 1, 2, instance_id="a-1")
+    started = await store.load("a-1")
+    runtime = DurableRuntime(add, DurableBackend(), "a-1")
+    fresh = runtime.initial_state(1, 2)
+    for field in ("format", "program", "status", "frames", "saves", "consumed_events"):
+        assert started[field] == fresh[field], field
+
+
+async def test_start_is_idempotent(client, store) -> None:
+    first = await client.start(add, 1, 2, instance_id="same")
+    before = await store.load("same")
+    again = await client.start(add, 40, 2, instance_id="same")
+    assert again == first
+    assert await store.load("same") == before
+    assert len(await client.list()) == 1
+    async with _worker(store, [add]):
+        assert await first.result(timeout=60) == 3  # the first arguments
+
+
+async def test_start_without_an_id_makes_one(client) -> None:
+    one = await client.start(add, 1, 2)
+    two = await client.start(add, 1, 2)
+    assert one.instance_id and two.instance_id and one.instance_id != two.instance_id
+
+
+async def test_bad_arguments_raise_type_error_at_start(client) -> None:
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        await client.start(add, 1, instance_id="bad")
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        await client.start(add, 1, 2, c=3, instance_id="bad")
+    with pytest.raises(TypeError, match="durable program"):
+        await client.start(add.fn, 1, 2)  # type: ignore[arg-type]
+    assert await client.list() == []
+    assert CALLS == []
+
+
+async def test_unsaveable_arguments_raise_at_start(client) -> None:
+    with pytest.raises(SerializationError):
+        await client.start(add, threading.Lock(), 2, instance_id="lock")
+    assert await client.list() == []
+
+
+async def test_unknown_instances_are_errors_that_name_the_store(client, store) -> None:
+    for call in (client.status("nope"), client.publish_event("nope", "allow"),
+                 client.result("nope", wait=False), client.terminate("nope", "why")):
+        with pytest.raises(UnknownInstanceError, match="nope") as raised:
+            await call
+        assert str(store.path) in str(raised.value)
+
+
+async def test_result_of_an_unfinished_instance(client) -> None:
+    handle = await client.start(greet, "Ada", instance_id="g-2")
+    with pytest.raises(InstanceNotEnded, match="running"):
+        await handle.result(wait=False)
+    with pytest.raises(TimeoutError, match="g-2"):
+        await handle.result(timeout=0.05)
+
+
+async def test_waiting_status_names_the_event_and_the_result_arrives(client, store) -> None:
+    handle = await client.start(greet, "Ada", instance_id="g-3")
+    async with _worker(store, [greet]):
+        info = await _wait_for_status(client, "g-3", WAITING)
+        assert info.waiting_for == "allow"
+        with pytest.raises(InstanceNotEnded, match="waiting for event 'allow'"):
+            await handle.result(wait=False)
+        waiter = asyncio.create_task(handle.result(timeout=60))
+        await handle.publish_event("allow", {"by": "admin"})
+        assert await waiter == "hello Ada!"
+    info = await handle.status()
+    assert info.status == FINISHED and info.waiting_for is None
+    assert await handle.result(wait=False) == "hello Ada!"
+
+
+async def test_list_filters_by_status(client, store) -> None:
+    await client.start(greet, "Ada", instance_id="waits")
+    await client.start(add, 1, 2, instance_id="ends")
+    async with _worker(store, [greet, add]):
+        await client.result("ends", timeout=60)
+        await _wait_for_status(client, "waits", WAITING)
+    assert {i.instance_id for i in await client.list()} == {"waits", "ends"}
+    assert [i.instance_id for i in await client.list(WAITING)] == ["waits"]
+    assert [i.instance_id for i in await client.list(status=FINISHED)] == ["ends"]
+    assert await client.list(FAILED) == []
+    with pytest.raises(ValueError, match="unknown status"):
+        await client.list("paused")
+
+
+async def test_terminate(client) -> None:
+    handle = await client.start(greet, "Ada", instance_id="t-1")
+    assert await handle.terminate("no longer needed") is True
+    info = await handle.status()
+    assert (info.status, info.reason) == (TERMINATED, "no longer needed")
+    with pytest.raises(InstanceTerminated, match="no longer needed"):
+        await handle.result()
+    assert await client.terminate("t-1", "again") is False
+    assert CALLS == []
+
+
+async def test_a_client_opens_a_store_url(tmp_path, monkeypatch) -> None:
+    url = f"sqlite:///{tmp_path / 'url.db'}"
+    async with Client(url) as client:
+        await client.start(add, 1, 2, instance_id="u-1")
+    monkeypatch.setenv("DURABLE_STORE", url)
+    async with Client() as client:
+        assert (await client.status("u-1")).status == RUNNING
+
+
+async def test_stores_that_cannot_be_shared_are_refused() -> None:
+    with pytest.raises(StoreError, match="sqlite"):
+        Client("memory://")
+    with pytest.raises(StoreError, match="unknown store URL"):
+        Client("mysql://somewhere/db")
+
+
+class _worker:
+    """A worker running in the background for the duration of a ``with`` block."""
+
+    def __init__(self, store, programs) -> None:
+        self.worker = Worker(store, programs, concurrency=10)
+
+    async def __aenter__(self) -> Worker:
+        self.task = asyncio.create_task(self.worker.run())
+        return self.worker
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.worker.stop()
+        await asyncio.wait_for(self.task, 60)
+
+
+async def _wait_for_status(client: Client, instance_id: str, status: str):
+    async with asyncio.timeout(60):
+        while True:
+            info = await client.status(instance_id)
+            if info.status == status:
+                return info
+            await client.store.wait_for_change(1.0)
