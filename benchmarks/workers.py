@@ -261,26 +261,14 @@ async def one_worker_run(path: Path, instances: int, cfg: Config) -> tuple[float
             elapsed = time.perf_counter() - start
             commits = store.commits - commits
         finally:
-            await stop_worker(worker, running)
+            worker.stop()
+            await running
         expected = sum(range(cfg.steps_per_instance))
         if await client.result(ids[-1], wait=False) != expected:
             raise AssertionError("the steps program returned a wrong result")
     finally:
         await store.close()
     return elapsed, commits
-
-
-async def stop_worker(worker: Worker, running: asyncio.Task[None]) -> None:
-    """``worker.stop()`` and wait for ``run()``. On Python 3.11, ``asyncio.wait_for`` inside the
-    stores' ``wait_for_change`` can lose a cancellation (CPython gh-86296), leaving ``run()``
-    waiting for its watch task forever: cancel the worker's helper tasks again until it ends."""
-    worker.stop()
-    while not running.done():
-        await asyncio.wait([running], timeout=1.0)
-        for task in asyncio.all_tasks():
-            if task is not running and task.get_name().startswith(worker.name):
-                task.cancel()
-    await running
 
 
 async def bench_one_worker(directory: Path, cfg: Config, floor: float) -> list[Row]:
@@ -343,9 +331,8 @@ def _child_environment() -> dict[str, str]:
 @contextlib.contextmanager
 def worker_processes(url: str, count: int, directory: Path) -> Iterator[list[WorkerProcess]]:
     """``count`` processes of ``python -m durable worker workers --store URL``. At the end,
-    SIGTERM (a clean stop), and SIGKILL if one has not stopped after ``STOP_GRACE`` s: every
-    instance has ended by then, and on Python 3.11 a worker can miss its own stop (see
-    ``stop_worker``)."""
+    SIGTERM (a clean stop), and SIGKILL if one has not stopped after ``STOP_GRACE`` s (every
+    instance has ended by then; a kill is reported)."""
     workers = []
     try:
         for _ in range(count):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 
 from .stores import EventLog, InMemoryStateStore, StateStore
 from .stores.base import State, consumed
 from .stores.memory import MemoryEventLog
+from .waiting import wait_set
 
 _POLL_SECONDS = 0.05
 
@@ -77,5 +77,4 @@ class DurableBackend(OrchestrationBackend):
         while await self.take_event(instance_id, event_name) is None:
             published.clear()
             # Published in this process wakes us at once; by another process, within a poll.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(published.wait(), _POLL_SECONDS)
+            await wait_set(published, _POLL_SECONDS)

@@ -38,6 +38,7 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import LeaseLost, StoreError, UnknownInstanceError
+from ..waiting import wait_set
 from .base import (
     ENDED,
     RUNNING,
@@ -375,8 +376,7 @@ class PostgresStateStore(InstanceStore):
         await self._listen(state)
         task = asyncio.current_task()
         if state.generation == state.marks.get(task, 0) and timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.changed.wait(), timeout)
+            await wait_set(state.changed, timeout)
         state.marks[task] = state.generation
 
     async def close(self) -> None:

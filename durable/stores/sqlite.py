@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import os
 import pickle
 import queue
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import LeaseLost, StoreError, UnknownInstanceError
+from ..waiting import wait_set
 from .base import (
     ENDED,
     RUNNING,
@@ -241,8 +241,7 @@ class SqliteStateStore(InstanceStore):
                 self._marks[task] = mark
                 return
             changed = self._changes.setdefault(loop, asyncio.Event())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(left, self.poll_interval))
+            await wait_set(changed, min(left, self.poll_interval))
 
     async def close(self) -> None:
         self._closed = True
