@@ -105,27 +105,41 @@ class Client:
             raise UnknownInstanceError(instance_id, repr(self.store))
         return info
 
-    async def result(self, instance_id: str, wait: bool = True, timeout: float | None = None) -> Any:
-        """The result of a finished instance; a failed one raises its error, a terminated one
-        ``InstanceTerminated``. With ``wait`` it waits until the instance ends (``TimeoutError``
-        after ``timeout`` seconds); without, an unfinished instance raises ``InstanceNotEnded``."""
+    async def wait_for_status(self, instance_id: str, *statuses: str,
+                              timeout: float | None = None) -> InstanceInfo:
+        """Wait until the instance has one of ``statuses`` (``"waiting"``...), or has ended (an
+        ended instance changes no more: check the status returned); ``TimeoutError`` after
+        ``timeout`` seconds."""
+        for status in statuses:
+            _check_status(status)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             info = await self.status(instance_id)
-            if info.status in ENDED:
-                state = await self.store.load(instance_id)
-                if state is None:  # pragma: no cover - deleted between the two reads
-                    raise UnknownInstanceError(instance_id, repr(self.store))
-                return outcome(state, instance_id)
-            if not wait:
-                raise InstanceNotEnded(instance_id, info.status, info.waiting_for)
+            if info.status in statuses or info.status in ENDED:
+                return info
             left = _RECHECK_SECONDS if deadline is None else deadline - loop.time()
             if left <= 0:
                 detail = f" for event {info.waiting_for!r}" if info.waiting_for else ""
-                raise TimeoutError(f"instance {instance_id!r} did not end within {timeout} s "
+                goal = "end" if set(statuses) == set(ENDED) else f"become {' or '.join(statuses)}"
+                raise TimeoutError(f"instance {instance_id!r} did not {goal} within {timeout} s "
                                    f"(it is {info.status}{detail})")
             await self.store.wait_for_change(min(left, _RECHECK_SECONDS))
+
+    async def result(self, instance_id: str, wait: bool = True, timeout: float | None = None) -> Any:
+        """The result of a finished instance; a failed one raises its error, a terminated one
+        ``InstanceTerminated``. With ``wait`` it waits until the instance ends (``TimeoutError``
+        after ``timeout`` seconds); without, an unfinished instance raises ``InstanceNotEnded``."""
+        if wait:
+            info = await self.wait_for_status(instance_id, *ENDED, timeout=timeout)
+        else:
+            info = await self.status(instance_id)
+        if info.status not in ENDED:
+            raise InstanceNotEnded(instance_id, info.status, info.waiting_for)
+        state = await self.store.load(instance_id)
+        if state is None:  # pragma: no cover - deleted between the two reads
+            raise UnknownInstanceError(instance_id, repr(self.store))
+        return outcome(state, instance_id)
 
     async def terminate(self, instance_id: str, reason: str) -> bool:
         """Stop an unfinished instance for good; False if it had already ended.
@@ -138,9 +152,14 @@ class Client:
 
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
         """Instances, newest first; ``status`` keeps those with one status (``"waiting"``...)."""
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
+        if status is not None:
+            _check_status(status)
         return await self.store.list(status, limit)
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
 
 
 class InstanceHandle:
@@ -165,6 +184,9 @@ class InstanceHandle:
 
     async def result(self, wait: bool = True, timeout: float | None = None) -> Any:
         return await self.client.result(self.instance_id, wait=wait, timeout=timeout)
+
+    async def wait_for_status(self, *statuses: str, timeout: float | None = None) -> InstanceInfo:
+        return await self.client.wait_for_status(self.instance_id, *statuses, timeout=timeout)
 
     async def publish_event(self, name: str, payload: Any = None) -> None:
         await self.client.publish_event(self.instance_id, name, payload)

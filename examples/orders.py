@@ -39,8 +39,7 @@ async def main() -> None:
         running = asyncio.create_task(worker.run())
         order_id = f"order-{uuid.uuid4().hex[:6]}"
         handle = await client.start(order_program, order_id, ["book", "pen"], instance_id=order_id)
-        while (info := await handle.status()).status != "waiting":
-            await asyncio.sleep(0.01)
+        info = await handle.wait_for_status("waiting", timeout=30)
         print(f"{order_id}: {info.status} for {info.waiting_for!r}")
         await handle.publish_event("paid")
         print(await handle.result(timeout=30))

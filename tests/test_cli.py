@@ -96,14 +96,6 @@ async def durable(modules: Path, cwd: Path, *args: str, **env: str) -> tuple[int
     return process.returncode, out.decode(), err.decode()
 
 
-async def wait_for_status(client: Client, instance_id: str, status: str):
-    async with asyncio.timeout(60):
-        while True:
-            info = await client.status(instance_id)
-            if info.status == status:
-                return info
-            await client.store.wait_for_change(1.0)
-
 
 def one_error_line(err: str, *fragments: str) -> None:
     assert "Traceback" not in err, err
@@ -140,7 +132,7 @@ async def test_start_status_list_and_a_publish_from_another_process(
     worker = Worker(client.store, [flows.greet])
     task = asyncio.create_task(worker.run())
     try:
-        await wait_for_status(client, "g-1", WAITING)
+        await client.wait_for_status("g-1", WAITING, timeout=60)
         code, out, _ = await cli("status", "g-1")
         assert "status    waiting for allow" in out
         code, out, _ = await cli("list", "--status", "waiting", "--json")
@@ -175,7 +167,7 @@ async def test_a_worker_process_runs_instances_and_stops_on_a_signal(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         assert await client.result("c-1", timeout=60) == 41
-        await wait_for_status(client, "g-2", WAITING)
+        await client.wait_for_status("g-2", WAITING, timeout=60)
         await client.publish_event("g-2", "allow")  # from this process to the worker's
         assert await client.result("g-2", timeout=60) == "hello Ada?"
         with pytest.raises(ValueError, match="broken 3"):

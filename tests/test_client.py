@@ -128,7 +128,7 @@ async def test_result_of_an_unfinished_instance(client) -> None:
 async def test_waiting_status_names_the_event_and_the_result_arrives(client, store) -> None:
     handle = await client.start(greet, "Ada", instance_id="g-3")
     async with _worker(store, [greet]):
-        info = await _wait_for_status(client, "g-3", WAITING)
+        info = await client.wait_for_status("g-3", WAITING, timeout=60)
         assert info.waiting_for == "allow"
         with pytest.raises(InstanceNotEnded, match="waiting for event 'allow'"):
             await handle.result(wait=False)
@@ -140,12 +140,25 @@ async def test_waiting_status_names_the_event_and_the_result_arrives(client, sto
     assert await handle.result(wait=False) == "hello Ada!"
 
 
+async def test_wait_for_status_returns_at_the_status_or_at_the_end(client, store) -> None:
+    waits = await client.start(greet, "Ada", instance_id="w-1")
+    ends = await client.start(add, 1, 2, instance_id="w-2")
+    with pytest.raises(TimeoutError, match=r"'w-1' did not become waiting within 0.05 s \(it is running"):
+        await waits.wait_for_status(WAITING, timeout=0.05)
+    with pytest.raises(ValueError, match="unknown status 'paused'"):
+        await waits.wait_for_status("paused")
+    async with _worker(store, [greet, add]):
+        assert (await waits.wait_for_status(WAITING, timeout=60)).waiting_for == "allow"
+        # An ended instance changes no more: the wait returns with the status it ended in.
+        assert (await ends.wait_for_status(WAITING, timeout=60)).status == FINISHED
+
+
 async def test_list_filters_by_status(client, store) -> None:
     await client.start(greet, "Ada", instance_id="waits")
     await client.start(add, 1, 2, instance_id="ends")
     async with _worker(store, [greet, add]):
         await client.result("ends", timeout=60)
-        await _wait_for_status(client, "waits", WAITING)
+        await client.wait_for_status("waits", WAITING, timeout=60)
     assert {i.instance_id for i in await client.list()} == {"waits", "ends"}
     assert [i.instance_id for i in await client.list(WAITING)] == ["waits"]
     assert [i.instance_id for i in await client.list(status=FINISHED)] == ["ends"]
@@ -195,11 +208,3 @@ class _worker:
         self.worker.stop()
         await asyncio.wait_for(self.task, 60)
 
-
-async def _wait_for_status(client: Client, instance_id: str, status: str):
-    async with asyncio.timeout(60):
-        while True:
-            info = await client.status(instance_id)
-            if info.status == status:
-                return info
-            await client.store.wait_for_change(1.0)

@@ -133,14 +133,6 @@ def gate(name: str) -> asyncio.Event:
     return GATES[name]
 
 
-async def wait_for_status(client: Client, instance_id: str, status: str):
-    async with asyncio.timeout(60):
-        while True:
-            info = await client.status(instance_id)
-            if info.status == status:
-                return info
-            await client.store.wait_for_change(1.0)
-
 
 async def test_a_worker_runs_a_started_instance_to_the_end(client, store) -> None:
     handle = await client.start(steps, "s-1", 4, instance_id="s-1")
@@ -154,7 +146,7 @@ async def test_a_worker_runs_a_started_instance_to_the_end(client, store) -> Non
 async def test_a_paused_instance_resumes_when_its_event_is_published(client, store) -> None:
     handle = await client.start(approval, "a-1", instance_id="a-1")
     async with running(Worker(store, [approval])):
-        info = await wait_for_status(client, "a-1", WAITING)
+        info = await client.wait_for_status("a-1", WAITING, timeout=60)
         assert info.waiting_for == "approve" and info.lease_owner is None
         assert STEPS["a-1", 1] == 0
         await client.publish_event("a-1", "approve")
