@@ -6,16 +6,20 @@ from .compiler import DurableAstTransformer, transform_to_durable_ast
 from .errors import (
     CompileError,
     DurableError,
+    EventTimeout,
     FailedInstanceError,
     IncompatibleStateError,
     InstanceTerminated,
     LeaseLost,
+    NotInDurableCode,
     PauseForEventException,
     SerializationError,
+    StepInterrupted,
     StoreError,
     UnknownInstanceError,
     UnsupportedPauseError,
 )
+from .primitives import RetryPolicy, sleep, sleep_until, step, wait_for_event
 from .program import DurableProgram, make_durable
 from .runtime import CallStack, CodeBlock, DurableRuntime, FunctionCall
 from .stores import DiskStateStore, InMemoryStateStore, SqliteStateStore, StateStore, open_store
@@ -33,6 +37,7 @@ __all__ = [
     "DurableError",
     "DurableProgram",
     "DurableRuntime",
+    "EventTimeout",
     "FailedInstanceError",
     "FunctionCall",
     "InMemoryStateStore",
@@ -40,11 +45,14 @@ __all__ = [
     "InstanceHandle",
     "InstanceTerminated",
     "LeaseLost",
+    "NotInDurableCode",
     "OrchestrationBackend",
     "PauseForEventException",
+    "RetryPolicy",
     "SerializationError",
     "SqliteStateStore",
     "StateStore",
+    "StepInterrupted",
     "StoreError",
     "UnknownInstanceError",
     "UnsupportedPauseError",
@@ -52,7 +60,11 @@ __all__ = [
     "__version__",
     "make_durable",
     "open_store",
+    "sleep",
+    "sleep_until",
+    "step",
     "transform_to_durable_ast",
+    "wait_for_event",
 ]
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Collection
+from typing import Any
 
+from . import serialization
+from .clock import SYSTEM_CLOCK, Clock
 from .stores import EventLog, InMemoryStateStore, StateStore
 from .stores.base import State, consumed
 from .stores.memory import MemoryEventLog
@@ -41,8 +44,10 @@ class DurableBackend(OrchestrationBackend):
     the instance waits for it is kept until the instance consumes it.
     """
 
-    def __init__(self, state_store: StateStore | None = None) -> None:
+    def __init__(self, state_store: StateStore | None = None, *, clock: Clock | None = None) -> None:
+        """``clock``: what timers read (a ``VirtualClock`` in tests); the system clock by default."""
         self.state_store = state_store if state_store is not None else InMemoryStateStore()
+        self.clock = clock or SYSTEM_CLOCK
         self._log = self.state_store if isinstance(self.state_store, EventLog) else MemoryEventLog()
         self._published: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
 
@@ -54,9 +59,11 @@ class DurableBackend(OrchestrationBackend):
         if isinstance(self._log, MemoryEventLog):
             self._log.discard(instance_id, consumed(state))
 
-    def publish_event(self, instance_id: str, event_name: str) -> None:
-        """Deliver ``event_name`` to an instance (now, or whenever it waits for it)."""
-        self._log.append_event(instance_id, event_name)
+    def publish_event(self, instance_id: str, event_name: str, payload: Any = None) -> None:
+        """Deliver ``event_name`` to an instance (now, or whenever it waits for it); ``payload``
+        is what its ``await wait_for_event(event_name)`` returns."""
+        blob = None if payload is None else serialization.dumps(payload)
+        self._log.append_event(instance_id, event_name, blob)
         for loop, published in list(self._published.items()):
             if loop.is_closed():
                 del self._published[loop]
@@ -70,6 +77,9 @@ class DurableBackend(OrchestrationBackend):
             if name == event_name and event_id not in exclude:
                 return event_id
         return None
+
+    async def event_payload(self, instance_id: str, event_id: str) -> bytes | None:
+        return await self._log.payload(instance_id, event_id)
 
     async def wait_for_event(self, instance_id: str, event_name: str) -> None:
         """Return once ``event_name`` has been published to the instance (it is not consumed)."""

@@ -306,7 +306,8 @@ def _json(text: str, what: str) -> Any:
 
 
 def _status_text(info: InstanceInfo) -> str:
-    return f"{info.status} for {info.waiting_for}" if info.waiting_for else info.status
+    text = f"{info.status} for {info.waiting_for}" if info.waiting_for else info.status
+    return text if info.wake_at is None else f"{text} until {_time(info.wake_at)}"
 
 
 def _time(timestamp: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class PauseForEventException(Exception):
     """Raise it in durable code to pause until ``event`` is published.
@@ -12,16 +14,61 @@ class PauseForEventException(Exception):
     caller of the durable program receives it when the instance pauses.
     """
 
-    def __init__(self, event: str):
-        self.event = event
-        super().__init__(f"Execution waiting for event {event}")
+    def __init__(self, event: str | None, until: datetime | None = None):
+        self.event = event  # None: a durable timer (``sleep``) with nothing else to wait for
+        self.until = until  # when a timer or an event's timeout resumes it; None: never by itself
+        if until is None:
+            message = f"Execution waiting for event {event}"
+        elif event is None:
+            message = f"Execution waiting until {until.isoformat()}"
+        else:
+            message = f"Execution waiting for event {event} until {until.isoformat()}"
+        super().__init__(message)
 
     def __reduce__(self):
-        return (type(self), (self.event,))
+        return (type(self), (self.event, self.until))
 
 
 class DurableError(Exception):
     """Base class of the errors raised by the library itself."""
+
+
+class EventTimeout(DurableError, TimeoutError):
+    """``wait_for_event(name, timeout=...)`` saw no event before its timeout (and had no default)."""
+
+    def __init__(self, event: str, timeout: float):
+        self.event = event
+        self.timeout = timeout
+        super().__init__(f"event {event!r} did not arrive within {timeout:g} s")
+
+    def __reduce__(self):
+        return (type(self), (self.event, self.timeout))
+
+
+class StepInterrupted(DurableError):
+    """A step's attempt was cut off by a crash, and may not run again: it is ``at_most_once``,
+    or it was its last attempt. Whether its side effect happened is unknown."""
+
+    def __init__(self, step: str, attempt: int):
+        self.step = step
+        self.attempt = attempt
+        super().__init__(f"step {step!r} was interrupted during attempt {attempt} (the process "
+                         "running it stopped) and is not run again: its effect may or may not "
+                         "have happened")
+
+    def __reduce__(self):
+        return (type(self), (self.step, self.attempt))
+
+
+class NotInDurableCode(DurableError):
+    """A durable primitive (``sleep``, ``wait_for_event``, ``step``...) was awaited outside
+    durable code, where nothing can save or resume it."""
+
+    def __init__(self, what: str):
+        self.what = what
+        super().__init__(f"{what} was awaited outside durable code: await it in a function "
+                         "passed to make_durable() or in an async def such a function awaits, "
+                         "not in a plain coroutine or task")
 
 
 class CompileError(DurableError):

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 from .backends import DurableBackend
 from .client import instance_store
+from .clock import SYSTEM_CLOCK, Clock
 from .errors import LeaseLost, PauseForEventException, StoreError
 from .program import DurableProgram
 from .runtime.envelope import RUNNING
@@ -37,8 +38,8 @@ class _Stopped(Exception):
 class LeasedBackend(DurableBackend):
     """A backend whose saves are fenced by a lease (``save_leased``)."""
 
-    def __init__(self, store: InstanceStore, lease: Lease) -> None:
-        super().__init__(store)
+    def __init__(self, store: InstanceStore, lease: Lease, clock: Clock | None = None) -> None:
+        super().__init__(store, clock=clock)
         self.store = store
         self.lease = lease
         self.ended = False  # a paused, finished or failed state was saved: the lease is over
@@ -68,7 +69,8 @@ class Worker:
 
     def __init__(self, store: InstanceStore | str | None, programs: Iterable[DurableProgram], *,
                  concurrency: int = 100, lease_seconds: float = 30.0, poll_interval: float = 1.0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, clock: Clock | None = None) -> None:
+        """``clock``: what timers read; a ``VirtualClock`` makes them fire when a test moves it."""
         self.store, self._owns_store = instance_store(store)
         self.programs: dict[str, DurableProgram] = {}
         for program in programs:
@@ -85,6 +87,7 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval  # the longest wait between looks at the store
+        self.clock = clock or SYSTEM_CLOCK
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[asyncio.Task[None], LeasedBackend] = {}
         self._releases: set[asyncio.Future[None]] = set()
@@ -122,6 +125,8 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         watcher = asyncio.create_task(self._watch(), name=f"{self.name} watch")
+        loop = self._loop
+        unsubscribe = self.clock.subscribe(lambda: loop.call_soon_threadsafe(self._wake))
         renewer = asyncio.create_task(self._renew(), name=f"{self.name} renew")
         logger.info("worker %s started on %r: %s", self.name, self.store,
                     ", ".join(sorted(self.programs)))
@@ -138,6 +143,7 @@ class Worker:
                 await asyncio.wait(list(self._running))
             raise
         finally:
+            unsubscribe()
             if self._releases:
                 await asyncio.wait(list(self._releases))
             watcher.cancel()
@@ -158,7 +164,7 @@ class Worker:
             if free > 0:
                 try:
                     leases = await self.store.claim(self.name, self.programs, free,
-                                                    self.lease_seconds)
+                                                    self.lease_seconds, now=self.clock.time())
                 except (StoreError, OSError) as error:
                     if not self._claimed_once:
                         raise  # the store cannot be reached at all: the caller should know
@@ -178,15 +184,33 @@ class Worker:
 
     async def _watch(self) -> None:
         """Wake the loop on every change in the store, and at least every ``poll_interval``
-        (leases of other workers expire without a change). One long-lived task, because the
-        store remembers per task which changes it has seen."""
-        assert self._wakeup is not None
+        (leases of other workers expire without a change); at each poll, schedule a wake-up
+        for the earliest timer. One long-lived task, because the store remembers per task
+        which changes it has seen."""
+        assert self._wakeup is not None and self._loop is not None
+        next_poll, polled = 0.0, None
         while True:
             try:
+                if self._loop.time() >= next_poll:
+                    next_poll = self._loop.time() + self.poll_interval
+                    due = await self.store.next_wake(self.programs)
+                    if due is not None and due != polled:
+                        self._wake_at(due)
+                    polled = due
                 await self.store.wait_for_change(self.poll_interval)
             except (StoreError, OSError) as error:
                 logger.warning("worker %s cannot watch the store: %s", self.name, error)
                 await asyncio.sleep(self.poll_interval)
+            self._wakeup.set()
+
+    def _wake_at(self, when: float) -> None:
+        """Claim again when the clock reaches ``when`` (a timer is due then)."""
+        if self._loop is not None:
+            self._loop.call_later(max(0.0, when - self.clock.time()), self._wake)
+
+    def _wake(self) -> None:
+        """On the loop: a timer may be due (its time came, or a virtual clock jumped)."""
+        if self._wakeup is not None:
             self._wakeup.set()
 
     def _stopping(self) -> None:
@@ -205,7 +229,7 @@ class Worker:
                 task.cancel()
 
     def _start(self, lease: Lease) -> None:
-        backend = LeasedBackend(self.store, lease)
+        backend = LeasedBackend(self.store, lease, self.clock)
         task = asyncio.create_task(self._run_instance(lease, backend),
                                    name=f"durable instance {lease.instance_id}")
         self._running[task] = backend
@@ -227,7 +251,9 @@ class Worker:
             await runtime.run()
             logger.debug("instance %s finished", instance_id)
         except PauseForEventException as pause:
-            logger.debug("instance %s waits for event %r", instance_id, pause.event)
+            logger.debug("instance %s waits: %s", instance_id, pause)
+            if pause.until is not None:
+                self._wake_at(pause.until.timestamp())
         except LeaseLost:
             logger.info("instance %s: lease %d was lost (taken over or terminated); dropped",
                         instance_id, lease.token)

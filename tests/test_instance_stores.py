@@ -31,9 +31,10 @@ async def store(request, tmp_path):
 
 
 def state(status: str = envelope.RUNNING, program: str = "m:main", waiting_for: str | None = None,
-          consumed: tuple[str, ...] = (), marker: Any = None) -> dict[str, Any]:
+          consumed: tuple[str, ...] = (), marker: Any = None,
+          wake_at: float | None = None) -> dict[str, Any]:
     saved = envelope.envelope(program, status, [b"frame"], saves=1, waiting_for=waiting_for,
-                              consumed_events=consumed)
+                              wake_at=wake_at, consumed_events=consumed)
     saved["marker"] = marker
     return saved
 
@@ -208,3 +209,59 @@ async def test_a_change_from_another_store_object_wakes_a_waiter(store) -> None:
         await asyncio.wait_for(waiter, 30)
     finally:
         await other.close()
+
+
+async def test_a_waiting_instance_is_runnable_once_its_time_has_come(store) -> None:
+    now = 1_000_000.0
+    await store.create("timer", state(envelope.PAUSED, wake_at=now + 60))
+    await store.create("timeout", state(envelope.PAUSED, waiting_for="go", wake_at=now + 30))
+    await store.create("forever", state(envelope.PAUSED, waiting_for="go"))
+    await store.create("elsewhere", state(envelope.PAUSED, program="m:other", wake_at=now + 1))
+    assert (await store.info("timer")).wake_at == now + 60
+    assert await store.next_wake(["m:main"]) == now + 30
+    assert await store.next_wake(["m:other", "m:main"]) == now + 1
+    assert await store.next_wake(["m:none"]) is None
+    assert await store.claim("w", ["m:main"], 10, 30, now=now + 29) == []
+    [lease] = await store.claim("w", ["m:main"], 10, 30, now=now + 30)
+    assert lease.instance_id == "timeout"
+    # Still waiting for its timer: saved paused again with the same wake-up, it is not runnable
+    # before then, and the time that came once does not make it runnable for ever.
+    await store.save_leased(lease, state(envelope.PAUSED, waiting_for="go", wake_at=now + 90))
+    claimed = await store.claim("w", ["m:main"], 10, 30, now=now + 60)
+    assert [taken.instance_id for taken in claimed] == ["timer"]
+    assert await store.next_wake(["m:main"]) == now + 60  # timer is leased, not ended
+    [lease] = await store.claim("w", ["m:main"], 10, 30, now=now + 90)
+    assert lease.instance_id == "timeout"
+    await store.save_leased(lease, state(envelope.COMPLETED))
+    assert (await store.info("timeout")).wake_at is None
+
+
+async def test_termination_clears_the_timer(store) -> None:
+    await store.create("t", state(envelope.PAUSED, wake_at=5.0))
+    assert await store.terminate("t", "stop")
+    assert (await store.info("t")).wake_at is None
+    assert await store.next_wake(["m:main"]) is None
+    assert await store.claim("w", ["m:main"], 10, 30, now=10.0) == []
+
+
+async def test_a_sqlite_file_of_schema_1_is_migrated_keeping_its_instances(tmp_path) -> None:
+    import sqlite3
+
+    from durable.stores.sqlite import MIGRATIONS
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        for statement in MIGRATIONS[0]:
+            old.execute(statement)
+        old.execute("CREATE TABLE durable_schema (version INTEGER NOT NULL)")
+        old.execute("INSERT INTO durable_schema VALUES (1)")
+        old.execute("INSERT INTO durable_instances (id, program, status, state, created_at,"
+                    " updated_at) VALUES ('kept', 'm:main', 'running', x'00', 1, 1)")
+    store = SqliteStateStore(path)
+    try:
+        assert (await store.info("kept")).wake_at is None
+        await store.create("new", state(envelope.PAUSED, wake_at=7.0))
+        assert await store.next_wake(["m:main"]) == 7.0
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as new:
+        assert new.execute("SELECT version FROM durable_schema").fetchall() == [(len(MIGRATIONS),)]

@@ -189,6 +189,16 @@ async def test_events_published_after_a_save_are_kept(log) -> None:
     assert await log.events("i") == [(second, "go")]
 
 
+async def test_payloads_come_back_with_their_event(log) -> None:
+    plain = log.append_event("i", "go")
+    blob = bytes(range(256)) * 40
+    carrying = log.append_event("i", "go", blob)
+    empty = log.append_event("i", "go", b"")
+    assert await log.payload("i", plain) is None
+    assert await log.payload("i", carrying) == blob
+    assert await log.payload("i", empty) == b""
+
+
 # --- DiskStateStore -----------------------------------------------------------------------------
 def visible(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))

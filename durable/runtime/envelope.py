@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import IncompatibleStateError
 from ..version import __version__
 
-FORMAT = 1
+FORMAT = 2  # 2: frames keep the primitive they await; wake_at
 RUNNING = "running"
 PAUSED = "paused"
 COMPLETED = "completed"
@@ -21,7 +21,8 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
-             waiting_for: str | None = None, result: bytes | None = None,
+             waiting_for: str | None = None, wake_at: float | None = None,
+             result: bytes | None = None,
              error_traceback: str | None = None, consumed_events: Sequence[str] = ()) -> dict[str, Any]:
     """Everything about an instance; the frames and the result are already pickled."""
     return {
@@ -31,6 +32,7 @@ def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
         "program": program,
         "status": status,
         "waiting_for": waiting_for,
+        "wake_at": wake_at,  # a paused instance resumes by itself then (seconds since the epoch)
         "frames": list(frames),
         "result": result,
         "error_traceback": error_traceback,

@@ -30,10 +30,12 @@ class FunctionCall:
     Its code blocks are bound to its cells lazily, once per frame.
     ``delivery`` is the outcome of the await it stands after (a value or a
     ``Thrown``), kept until the frame runs again, so a saved frame that
-    received a result does not lose it.
+    received a result does not lose it. ``awaiting`` is the primitive (a
+    timer, an event wait, a step) it awaits, with its progress, until that
+    delivers.
     """
 
-    __slots__ = ("_bound", "cells", "delivery", "function", "inherited", "pc")
+    __slots__ = ("_bound", "awaiting", "cells", "delivery", "function", "inherited", "pc")
 
     def __init__(self, function: CompiledFunction, arguments: Mapping[str, Any], pc: int = 0,
                  shared: Mapping[str, types.CellType] | None = None) -> None:
@@ -45,6 +47,7 @@ class FunctionCall:
             self.cells.update(shared)
         self.pc = pc
         self.delivery: Any = None
+        self.awaiting: Any = None
         self.inherited: tuple[BaseException, ...] = ()  # being handled by the callers
         self._bound: list[Callable[[Any], Any] | None] = [None] * len(function.blocks)
 
@@ -83,15 +86,17 @@ class FunctionCall:
         """The frame as plain data (no class to look up when pickled: that is the slow part)."""
         values, shared = self.saved_variables()
         function = self.function
-        return (function.key, function.fingerprint, self.pc, values, shared, self.delivery)
+        return (function.key, function.fingerprint, self.pc, values, shared, self.delivery,
+                self.awaiting)
 
     @classmethod
     def restore(cls, state: tuple[Any, ...]) -> FunctionCall:
         from ..compiler.registry import resolve
 
-        key, fingerprint, pc, values, shared, delivery = state
+        key, fingerprint, pc, values, shared, delivery, awaiting = state
         frame = cls(resolve(key, fingerprint), values, pc, shared)
         frame.delivery = delivery
+        frame.awaiting = awaiting
         return frame
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization
+from ..clock import SYSTEM_CLOCK, Clock, as_datetime
 from ..errors import (
     FailedInstanceError,
     IncompatibleStateError,
@@ -25,6 +26,8 @@ from ..errors import (
     SerializationError,
     UnsupportedPauseError,
 )
+from ..primitives.base import Deliver, Primitive, Suspend
+from ..primitives.events import pause_wait
 from . import envelope
 from .actions import AWAIT, PAUSE, RAISE, RETURN, Thrown
 from .calls import frame_for
@@ -34,6 +37,7 @@ from .stack import CallStack
 if TYPE_CHECKING:
     from ..backends import OrchestrationBackend
     from ..program import DurableProgram
+    from .frame import FunctionCall
 
 
 ENDED = (envelope.COMPLETED, envelope.FAILED, envelope.TERMINATED)
@@ -49,6 +53,8 @@ class DurableRuntime:
         self.instance_id = instance_id or str(uuid.uuid4())
         self.save_every_await = save_every_await
         self.call_stack = CallStack()
+        self.clock: Clock = getattr(backend, "clock", None) or SYSTEM_CLOCK
+        self._resuming = False  # the first primitive advanced after loading a paused state
         self._saves = 0
         self._consumed: list[str] = []
         self._last_saved: dict[str, Any] | None = None
@@ -66,8 +72,9 @@ class DurableRuntime:
             if status in ENDED:
                 return outcome(state, self.instance_id)
             self.call_stack = self._load_stack(state)
-            if status == envelope.PAUSED and not await self._take_event(state["waiting_for"], True):
-                raise PauseForEventException(state["waiting_for"])
+            top = self.call_stack.frames[-1]
+            if top.awaiting is not None:
+                await self._advance(top, resuming=status == envelope.PAUSED)
         return await self._drive()
 
     def initial_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -130,6 +137,10 @@ class DurableRuntime:
                     callee.inherited = errors
                     stack.push(callee)
                     continue
+                if isinstance(awaitable, Primitive):
+                    frame.awaiting = awaitable.begin()
+                    await self._advance(frame, resuming=False)
+                    continue
                 try:
                     frame.delivery = await (await_within(errors, awaitable) if errors else awaitable)
                 except BaseException as error:
@@ -159,37 +170,61 @@ class DurableRuntime:
                 await self._save(envelope.RUNNING)
             elif kind == PAUSE:
                 frame.pc = action[1]
-                pause = action[2]
-                if not await self._take_event(pause.event, False):
-                    await self._save(envelope.PAUSED, waiting_for=pause.event)
-                    raise pause
+                frame.awaiting = pause_wait(action[2])
+                await self._advance(frame, resuming=False)
             else:  # pragma: no cover - the compiler emits nothing else
                 raise AssertionError(f"unknown action {action!r}")
 
-    # Events.
-    async def _take_event(self, event: str, resuming: bool) -> bool:
-        """Consume a published ``event`` if there is one (recorded by the next save)."""
+    # Primitives (timers, event waits, steps): what they may ask of the runtime, and their outcomes.
+    async def _advance(self, frame: FunctionCall, resuming: bool) -> None:
+        """Drive the primitive ``frame`` awaits: hand the frame its outcome, or pause here."""
+        primitive = frame.awaiting
+        self._resuming = resuming
+        try:
+            outcome = await primitive.advance(self)
+        finally:
+            self._resuming = False
+        if outcome.__class__ is Suspend:
+            if outcome.changed or not resuming:
+                await self._save(envelope.PAUSED, waiting_for=outcome.event,
+                                 wake_at=outcome.wake_at)
+            until = None if outcome.wake_at is None else as_datetime(outcome.wake_at)
+            raise PauseForEventException(outcome.event, until)
+        frame.awaiting = None
+        frame.delivery = outcome.value if outcome.__class__ is Deliver else Thrown(outcome.error)
+        if primitive.checkpoint_result:
+            await self._save(envelope.RUNNING)
+
+    async def take_event(self, name: str, payload: bool) -> tuple[bool, Any]:
+        """Consume a published ``name`` event (recorded by the next save): (found, payload)."""
         take = getattr(self.backend, "take_event", None)
         if take is None:
             # A backend with only the seed's interface: its wait_for_event blocks until
             # the event arrives, so it is only asked when the caller resumes the instance.
-            if resuming:
-                await self.backend.wait_for_event(self.instance_id, event)
-            return resuming
-        event_id = await take(self.instance_id, event, exclude=self._consumed)
+            if self._resuming:
+                await self.backend.wait_for_event(self.instance_id, name)
+            return self._resuming, None
+        event_id = await take(self.instance_id, name, exclude=self._consumed)
         if event_id is None:
-            return False
+            return False, None
         self._consumed.append(event_id)
-        return True
+        if not payload:
+            return True, None
+        blob = await self.backend.event_payload(self.instance_id, event_id)
+        return True, None if blob is None else serialization.loads(blob)
+
+    async def checkpoint(self) -> None:
+        await self._save(envelope.RUNNING)
 
     # Saving.
     async def _save(self, status: str, *, waiting_for: str | None = None,
-                    result: bytes | None = None, error_traceback: str | None = None) -> None:
-        await self._store(self._state(status, waiting_for=waiting_for, result=result,
-                                      error_traceback=error_traceback))
+                    wake_at: float | None = None, result: bytes | None = None,
+                    error_traceback: str | None = None) -> None:
+        await self._store(self._state(status, waiting_for=waiting_for, wake_at=wake_at,
+                                      result=result, error_traceback=error_traceback))
 
-    def _state(self, status: str, *, waiting_for: str | None = None, result: bytes | None = None,
-               error_traceback: str | None = None) -> dict[str, Any]:
+    def _state(self, status: str, *, waiting_for: str | None = None, wake_at: float | None = None,
+               result: bytes | None = None, error_traceback: str | None = None) -> dict[str, Any]:
         frames: list[bytes] = []
         if status in (envelope.RUNNING, envelope.PAUSED):
             try:
@@ -199,7 +234,7 @@ class DurableRuntime:
         self._saves += 1
         return envelope.envelope(
             self.program.key, status, frames, saves=self._saves, waiting_for=waiting_for,
-            result=result, error_traceback=error_traceback, consumed_events=self._consumed,
+            wake_at=wake_at, result=result, error_traceback=error_traceback, consumed_events=self._consumed,
         )
 
     async def _store(self, state: dict[str, Any]) -> None:
@@ -227,13 +262,19 @@ class DurableRuntime:
         """Name the variable that could not be saved."""
         for frame in reversed(self.call_stack.frames):
             values, shared = frame.saved_variables()
-            candidates = {**values, **shared, "<delivered>": frame.delivery}
+            candidates = {**values, **shared, "<delivered>": frame.delivery,
+                          "<awaiting>": frame.awaiting}
             for name, value in candidates.items():
                 problem = serialization.why_unpicklable(value)
                 if problem is None:
                     continue
                 function = frame.function
-                what = "the value being delivered" if name == "<delivered>" else function.describe(name)
+                if name == "<delivered>":
+                    what = "the value being delivered"
+                elif name == "<awaiting>":
+                    what = f"what it awaits ({frame.awaiting.describe()}: its arguments or options)"
+                else:
+                    what = function.describe(name)
                 return SerializationError(
                     f"cannot save the state of {function.qualname}() at line {frame.line}: "
                     f"{what} is a {type(value).__qualname__}, which cannot be serialised ({problem}). "

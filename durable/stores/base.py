@@ -45,6 +45,10 @@ class EventLog(ABC):
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         """Unconsumed events of an instance as ``(event_id, event)``, oldest first."""
 
+    @abstractmethod
+    async def payload(self, instance_id: str, event_id: str) -> bytes | None:
+        """The payload an unconsumed event was published with (None if it had none)."""
+
 
 # What the client shows: the envelope's statuses, named for people.
 RUNNING, WAITING, FINISHED, FAILED, TERMINATED = "running", "waiting", "finished", "failed", "terminated"
@@ -71,6 +75,7 @@ class InstanceInfo:
     updated_at: float
     reason: str | None = None  # why it was terminated
     lease_owner: str | None = None
+    wake_at: float | None = None  # a waiting instance resumes by itself then (a timer, a timeout)
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,8 @@ class InstanceStore(StateStore, EventLog):
     """A store that workers and clients share: instances are created, claimed and listed.
 
     An instance is *runnable* when its status is running, or it waits for an
-    event that has been published and not consumed, and no live lease holds
-    it. ``claim`` takes runnable instances under a lease; every save of a
+    event that has been published and not consumed, or for a time that has
+    come (``wake_at``), and no live lease holds it. ``claim`` takes runnable instances under a lease; every save of a
     leased instance goes through ``save_leased``, which is refused (``LeaseLost``)
     once the lease was taken over, so a worker that stalled cannot overwrite
     newer state. Saving a paused, finished or failed state ends the lease.
@@ -104,8 +109,13 @@ class InstanceStore(StateStore, EventLog):
 
     @abstractmethod
     async def claim(self, owner: str, programs: Collection[str], limit: int,
-                    lease_seconds: float) -> list[Lease]:
-        """Lease up to ``limit`` runnable instances of ``programs`` to ``owner``."""
+                    lease_seconds: float, now: float | None = None) -> list[Lease]:
+        """Lease up to ``limit`` runnable instances of ``programs`` to ``owner``; timers due
+        at ``now`` (the worker's clock; the system clock by default) count as runnable."""
+
+    @abstractmethod
+    async def next_wake(self, programs: Collection[str]) -> float | None:
+        """The earliest time a waiting instance of ``programs`` resumes by itself, if any."""
 
     @abstractmethod
     async def renew(self, leases: Collection[Lease], lease_seconds: float) -> list[Lease]:
@@ -141,7 +151,7 @@ class InstanceStore(StateStore, EventLog):
 def terminated(state: State, reason: str) -> State:
     """The state a terminated instance keeps: no frames, the reason, its status for good."""
     return {**state, "status": "terminated", "reason": reason, "frames": [], "waiting_for": None,
-            "updated_at": time.time()}
+            "wake_at": None, "updated_at": time.time()}
 
 
 def consumed(state: State | None) -> set[str]:

@@ -44,6 +44,10 @@ class DiskStateStore(StateStore, EventLog):
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         return await asyncio.to_thread(self._events, instance_id)
 
+    async def payload(self, instance_id: str, event_id: str) -> bytes | None:
+        data = await asyncio.to_thread((self._events_dir(instance_id) / event_id).read_bytes)
+        return pickle.loads(data)[1]
+
     # Blocking parts, run in a worker thread.
     def _load(self, instance_id: str) -> State | None:
         state = self._read_state(instance_id)

@@ -26,6 +26,9 @@ class MemoryEventLog(EventLog):
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         return list(self._events.get(instance_id, ()))
 
+    async def payload(self, instance_id: str, event_id: str) -> bytes | None:
+        return self._payloads.get(event_id)
+
     def discard(self, instance_id: str, event_ids: set[str]) -> None:
         if event_ids and instance_id in self._events:
             self._events[instance_id] = [e for e in self._events[instance_id] if e[0] not in event_ids]
@@ -53,3 +56,6 @@ class InMemoryStateStore(StateStore, EventLog):
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         return await self._log.events(instance_id)
+
+    async def payload(self, instance_id: str, event_id: str) -> bytes | None:
+        return await self._log.payload(instance_id, event_id)

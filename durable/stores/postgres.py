@@ -27,6 +27,7 @@ import os
 import pickle
 import re
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import asynccontextmanager
@@ -89,10 +90,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX IF NOT EXISTS durable_events_by_instance"
         " ON durable_events (instance_id, name, id)",
     ]),
+    (2, [  # durable timers
+        "ALTER TABLE durable_instances ADD COLUMN IF NOT EXISTS wake_at double precision",
+        f"""CREATE INDEX IF NOT EXISTS durable_instances_by_wake
+            ON durable_instances (wake_at) WHERE status = '{WAITING}'""",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-_INFO_COLUMNS = "id, program, status, waiting_for, created_at, updated_at, reason, lease_owner"
+_INFO_COLUMNS = ("id, program, status, waiting_for, created_at, updated_at, reason, lease_owner,"
+                 " wake_at")
 _NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
 _APPEND = f"""
     WITH added AS (
@@ -101,28 +108,33 @@ _APPEND = f"""
     SELECT id, pg_notify('{CHANNEL}', '') FROM added"""
 _CREATE = f"""
     WITH added AS (
-        INSERT INTO durable_instances (id, program, status, waiting_for, state, created_at, updated_at)
-        VALUES (%s, %s, %s, %s, %s, {_NOW}, {_NOW}) ON CONFLICT (id) DO NOTHING RETURNING id)
+        INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, state,
+            created_at, updated_at)
+        VALUES (%s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}) ON CONFLICT (id) DO NOTHING RETURNING id)
     SELECT id, pg_notify('{CHANNEL}', '') FROM added"""
 _UPSERT = f"""
-    INSERT INTO durable_instances (id, program, status, waiting_for, state, created_at, updated_at)
-    VALUES (%s, %s, %s, %s, %s, {_NOW}, {_NOW})
+    INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, state, created_at,
+        updated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, {_NOW}, {_NOW})
     ON CONFLICT (id) DO UPDATE SET program = excluded.program, status = excluded.status,
-        waiting_for = excluded.waiting_for, state = excluded.state, updated_at = excluded.updated_at"""
+        waiting_for = excluded.waiting_for, wake_at = excluded.wake_at, state = excluded.state,
+        updated_at = excluded.updated_at"""
 _SAVE_LEASED = f"""
     UPDATE durable_instances SET status = %(status)s, waiting_for = %(waiting_for)s,
-        state = %(state)s, updated_at = {_NOW},
+        wake_at = %(wake_at)s, state = %(state)s, updated_at = {_NOW},
         lease_owner = CASE WHEN %(ends)s THEN NULL ELSE lease_owner END,
         lease_expires = CASE WHEN %(ends)s THEN NULL ELSE lease_expires END
     WHERE id = %(id)s AND fence = %(fence)s AND lease_owner = %(owner)s"""
-# Runnable: running, or waiting for an event that has arrived; and no live lease on it.
+# Runnable: running, or waiting for an event that has arrived or a time that has come (on the
+# worker's clock: the runtime checks it again, so a timer never fires early); and no live lease.
 _CLAIM = f"""
     WITH picked AS (
         SELECT i.id FROM durable_instances i
         WHERE i.program = ANY(%(programs)s)
-          AND (i.status = '{RUNNING}' OR (i.status = '{WAITING}' AND EXISTS (
+          AND (i.status = '{RUNNING}' OR (i.status = '{WAITING}' AND (
+                i.wake_at <= %(now)s OR EXISTS (
                 SELECT 1 FROM durable_events e
-                WHERE e.instance_id = i.id AND e.name = i.waiting_for)))
+                WHERE e.instance_id = i.id AND e.name = i.waiting_for))))
           AND (i.lease_owner IS NULL OR i.lease_expires <= {_NOW})
         ORDER BY i.updated_at
         LIMIT %(limit)s
@@ -278,6 +290,13 @@ class PostgresStateStore(InstanceStore):
                 (_text(instance_id),))).fetchall()
         return [(str(event_id), _untext(name)) for event_id, name in rows]
 
+    async def payload(self, instance_id: str, event_id: str) -> bytes | None:
+        async with self._connection() as conn:
+            row = await (await conn.execute(
+                "SELECT payload FROM durable_events WHERE instance_id = %s AND id = %s",
+                (_text(instance_id), int(event_id)))).fetchone()
+        return None if row is None else row[0]
+
     # --- instances -------------------------------------------------------------------------------
     async def create(self, instance_id: str, state: State) -> bool:
         params = _row(instance_id, state)
@@ -286,7 +305,7 @@ class PostgresStateStore(InstanceStore):
         return row is not None
 
     async def claim(self, owner: str, programs: Collection[str], limit: int,
-                    lease_seconds: float) -> list[Lease]:
+                    lease_seconds: float, now: float | None = None) -> list[Lease]:
         programs = builtins.list(programs)
         if not programs or limit <= 0:
             return []
@@ -295,11 +314,19 @@ class PostgresStateStore(InstanceStore):
         async with self._connection() as conn:
             rows = await (await conn.execute(_CLAIM, {
                 "programs": [_text(program) for program in programs], "limit": limit,
-                "owner": _text(owner),
+                "owner": _text(owner), "now": time.time() if now is None else now,
                 "seconds": float(lease_seconds)})).fetchall()
         rows.sort(key=lambda row: (row[3], row[0]))
         return [Lease(_untext(instance_id), _untext(program), fence, owner)
                 for instance_id, program, fence, _ in rows]
+
+    async def next_wake(self, programs: Collection[str]) -> float | None:
+        async with self._connection() as conn:
+            row = await (await conn.execute(
+                f"SELECT min(wake_at) FROM durable_instances WHERE status = '{WAITING}'"
+                " AND wake_at IS NOT NULL AND program = ANY(%s)",
+                ([_text(program) for program in programs],))).fetchone()
+        return None if row is None else row[0]
 
     async def renew(self, leases: Collection[Lease], lease_seconds: float) -> builtins.list[Lease]:
         leases = builtins.list(leases)
@@ -316,7 +343,7 @@ class PostgresStateStore(InstanceStore):
     async def save_leased(self, lease: Lease, state: State) -> None:
         ends = _ends_run(state)
         params = {"status": status_of(state), "waiting_for": _text(state.get("waiting_for")),
-                  "state": _dump(state), "ends": ends, "id": _text(lease.instance_id),
+                  "wake_at": state.get("wake_at"), "state": _dump(state), "ends": ends, "id": _text(lease.instance_id),
                   "fence": lease.token, "owner": _text(lease.owner)}
         done = consumed(state)
 
@@ -357,7 +384,8 @@ class PostgresStateStore(InstanceStore):
                 return False
             state = terminated(pickle.loads(row[0]), reason)
             await conn.execute(
-                "UPDATE durable_instances SET status = %s, waiting_for = NULL, state = %s,"
+                "UPDATE durable_instances SET status = %s, waiting_for = NULL, wake_at = NULL,"
+                " state = %s,"
                 f" reason = %s, updated_at = {_NOW}, fence = fence + 1, lease_owner = NULL,"
                 " lease_expires = NULL WHERE id = %s",
                 (status_of(state), _dump(state), _text(reason), _text(instance_id)))
@@ -602,15 +630,15 @@ async def _delete_events(conn: psycopg.AsyncConnection[Any], instance_id: str,
 
 
 def _row(instance_id: str, state: State) -> tuple[Any, ...]:
-    """The columns a saved state sets: id, program, status, waiting_for, state."""
+    """The columns a saved state sets: id, program, status, waiting_for, wake_at, state."""
     return (_text(instance_id), _text(state.get("program", "")), status_of(state),
-            _text(state.get("waiting_for")), _dump(state))
+            _text(state.get("waiting_for")), state.get("wake_at"), _dump(state))
 
 
 def _info(row: tuple[Any, ...]) -> InstanceInfo:
-    instance_id, program, status, waiting_for, created, updated, reason, owner = row
+    instance_id, program, status, waiting_for, created, updated, reason, owner, wake_at = row
     return InstanceInfo(_untext(instance_id), _untext(program), status, _untext(waiting_for),
-                        created, updated, _untext(reason), _untext(owner))
+                        created, updated, _untext(reason), _untext(owner), wake_at)
 
 
 # PostgreSQL text cannot hold NUL. Names with one (or starting with the mark) are stored marked,

@@ -74,13 +74,19 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX durable_events_by_instance ON durable_events (instance_id, name)",
     ],
+    [  # version 2: durable timers
+        "ALTER TABLE durable_instances ADD COLUMN wake_at REAL",
+        "CREATE INDEX durable_instances_by_wake ON durable_instances (status, wake_at)",
+    ],
 ]
 
-_INFO_COLUMNS = "id, program, status, waiting_for, created_at, updated_at, reason, lease_owner"
-# Runnable: running, or waiting for an event that has arrived; and no live lease on it.
+_INFO_COLUMNS = ("id, program, status, waiting_for, created_at, updated_at, reason, lease_owner,"
+                 " wake_at")
+# Runnable: running, or waiting for an event that has arrived or a time that has come; and no
+# live lease on it. Parameters: the timers' now, the leases' now.
 _RUNNABLE = f"""
-    (i.status = '{RUNNING}' OR (i.status = '{WAITING}' AND EXISTS (
-        SELECT 1 FROM durable_events e WHERE e.instance_id = i.id AND e.name = i.waiting_for)))
+    (i.status = '{RUNNING}' OR (i.status = '{WAITING}' AND (i.wake_at <= ? OR EXISTS (
+        SELECT 1 FROM durable_events e WHERE e.instance_id = i.id AND e.name = i.waiting_for))))
     AND (i.lease_owner IS NULL OR i.lease_expires < ?)
 """
 _STOP = object()
@@ -134,20 +140,26 @@ class SqliteStateStore(InstanceStore):
             (instance_id,)).fetchall())
         return [(str(event_id), name) for event_id, name in rows]
 
+    async def payload(self, instance_id: str, event_id: str) -> bytes | None:
+        row = await self._read(lambda c: c.execute(
+            "SELECT payload FROM durable_events WHERE instance_id = ? AND id = ?",
+            (instance_id, int(event_id))).fetchone())
+        return None if row is None else row[0]
+
     # --- instances -------------------------------------------------------------------------------
     async def create(self, instance_id: str, state: State) -> bool:
         def insert(c: sqlite3.Connection) -> bool:
             now = time.time()
             cursor = c.execute(
-                "INSERT INTO durable_instances (id, program, status, waiting_for, state, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, state,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (instance_id, state["program"], status_of(state), state.get("waiting_for"),
-                 _dump(state), now, now))
+                 state.get("wake_at"), _dump(state), now, now))
             return cursor.rowcount == 1
         return await self._write(insert, wakes=True)
 
     async def claim(self, owner: str, programs: Collection[str], limit: int,
-                    lease_seconds: float) -> list[Lease]:
+                    lease_seconds: float, now: float | None = None) -> list[Lease]:
         programs = list(programs)
         if not programs or limit <= 0:
             return []
@@ -156,7 +168,8 @@ class SqliteStateStore(InstanceStore):
                  " ORDER BY i.updated_at LIMIT ?")
 
         def runnable(c: sqlite3.Connection) -> list[Any]:
-            return c.execute(query, (*programs, time.time(), limit)).fetchall()
+            timers = time.time() if now is None else now
+            return c.execute(query, (*programs, timers, time.time(), limit)).fetchall()
 
         if not await self._read(runnable):  # the common case costs no write transaction
             return []
@@ -173,6 +186,14 @@ class SqliteStateStore(InstanceStore):
             return leases
         return await self._write(take)
 
+    async def next_wake(self, programs: Collection[str]) -> float | None:
+        programs = list(programs)
+        marks = ", ".join("?" * len(programs))
+        row = await self._read(lambda c: c.execute(
+            f"SELECT min(wake_at) FROM durable_instances WHERE status = '{WAITING}'"
+            f" AND wake_at IS NOT NULL AND program IN ({marks})", programs).fetchone())
+        return row[0]
+
     async def renew(self, leases: Collection[Lease], lease_seconds: float) -> list[Lease]:
         def extend(c: sqlite3.Connection) -> list[Lease]:
             until = time.time() + lease_seconds
@@ -185,12 +206,12 @@ class SqliteStateStore(InstanceStore):
         def save(c: sqlite3.Connection) -> None:
             ends = _ends_run(state)
             cursor = c.execute(
-                "UPDATE durable_instances SET status = ?, waiting_for = ?, state = ?, updated_at = ?,"
-                " lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
+                "UPDATE durable_instances SET status = ?, waiting_for = ?, wake_at = ?, state = ?,"
+                " updated_at = ?, lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
                 " lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END"
                 " WHERE id = ? AND fence = ? AND lease_owner = ?",
-                (status_of(state), state.get("waiting_for"), _dump(state), time.time(), ends, ends,
-                 *_held(lease)))
+                (status_of(state), state.get("waiting_for"), state.get("wake_at"), _dump(state),
+                 time.time(), ends, ends, *_held(lease)))
             if cursor.rowcount == 0:
                 raise LeaseLost(lease.instance_id, lease.token)
             _delete_events(c, lease.instance_id, consumed(state))
@@ -223,7 +244,8 @@ class SqliteStateStore(InstanceStore):
                 return False
             state = terminated(pickle.loads(row[0]), reason)
             c.execute(
-                "UPDATE durable_instances SET status = ?, waiting_for = NULL, state = ?, reason = ?,"
+                "UPDATE durable_instances SET status = ?, waiting_for = NULL, wake_at = NULL,"
+                " state = ?, reason = ?,"
                 " updated_at = ?, fence = fence + 1, lease_owner = NULL, lease_expires = NULL"
                 " WHERE id = ?", (status_of(state), _dump(state), reason, time.time(), instance_id))
             c.execute("DELETE FROM durable_events WHERE instance_id = ?", (instance_id,))
@@ -389,12 +411,12 @@ def _migrate(connection: sqlite3.Connection) -> None:
 def _upsert(c: sqlite3.Connection, instance_id: str, state: State) -> None:
     now = time.time()
     c.execute(
-        "INSERT INTO durable_instances (id, program, status, waiting_for, state, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET program = excluded.program,"
-        " status = excluded.status, waiting_for = excluded.waiting_for, state = excluded.state,"
-        " updated_at = excluded.updated_at",
+        "INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, state, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        " program = excluded.program, status = excluded.status, waiting_for = excluded.waiting_for,"
+        " wake_at = excluded.wake_at, state = excluded.state, updated_at = excluded.updated_at",
         (instance_id, state.get("program", ""), status_of(state), state.get("waiting_for"),
-         _dump(state), now, now))
+         state.get("wake_at"), _dump(state), now, now))
     _delete_events(c, instance_id, consumed(state))
 
 

@@ -1,0 +1,8 @@
+"""Durable primitives: each is a suspension point whose progress is saved with the frame."""
+
+from .base import Primitive
+from .events import wait_for_event
+from .steps import RetryPolicy, step
+from .timers import sleep, sleep_until
+
+__all__ = ["Primitive", "RetryPolicy", "sleep", "sleep_until", "step", "wait_for_event"]

@@ -1,0 +1,97 @@
+"""Primitives: awaitables that the runtime carries out itself, with their progress saved.
+
+``await wait_for_event(...)``, ``await sleep(...)`` and ``await step(...)``
+in durable code return a ``Primitive`` instead of a coroutine. The runtime
+keeps it on the awaiting frame (``FunctionCall.awaiting``) until it delivers
+an outcome, and saves it with the frame: its attributes are its progress (a
+deadline, an attempt count), so they must be picklable. ``advance`` is called
+when the primitive is first awaited and again every time the instance runs
+after that, until it returns ``Deliver`` or ``Throw``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from ..clock import Clock
+
+
+class Run(Protocol):
+    """What a primitive may ask of the runtime driving it."""
+
+    clock: Clock
+
+    async def take_event(self, name: str, payload: bool) -> tuple[bool, Any]:
+        """Consume a published ``name`` event (recorded by the next save): (found, payload)."""
+
+    async def checkpoint(self) -> None:
+        """Save the instance now, with this primitive's progress as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """The await evaluates to ``value``."""
+
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Throw:
+    """The await raises ``error``."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Suspend:
+    """Pause the instance until ``event`` is published or the clock reaches ``wake_at``.
+
+    ``changed``: the primitive's progress changed since it was saved (if not,
+    nothing needs saving before the instance pauses again).
+    """
+
+    event: str | None
+    wake_at: float | None
+    changed: bool = True
+
+
+Outcome = Deliver | Throw | Suspend
+
+
+class Primitive:
+    """Base of the awaitables the runtime carries out (see the module docstring)."""
+
+    __slots__ = ()
+
+    #: Save the instance as soon as the outcome is delivered (a step's result must be kept
+    #: before the program goes on; a timer's or an event's need not).
+    checkpoint_result = False
+
+    def begin(self) -> Primitive:
+        """The primitive a frame keeps while it awaits this one (a fresh copy, if this object
+        is shared, like a decorated step function)."""
+        return self
+
+    async def advance(self, run: Run) -> Outcome:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def __await__(self) -> Any:
+        from ..errors import NotInDurableCode
+
+        raise NotInDurableCode(self.describe())
+
+
+def seconds_of(duration: float | timedelta, what: str) -> float:
+    """A duration given as seconds or a timedelta, checked."""
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, "
+                        f"got {type(duration).__name__}")
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        raise ValueError(f"{what} must be zero or more seconds, got {duration!r}")
+    return float(seconds)
