@@ -19,7 +19,17 @@ from .errors import (
     UnknownInstanceError,
     UnsupportedPauseError,
 )
-from .primitives import RetryPolicy, sleep, sleep_until, step, wait_for_event
+from .primitives import (
+    SKIPPED,
+    RetryPolicy,
+    first,
+    gather,
+    map,
+    sleep,
+    sleep_until,
+    step,
+    wait_for_event,
+)
 from .program import DurableProgram, make_durable
 from .runtime import CallStack, CodeBlock, DurableRuntime, FunctionCall
 from .stores import DiskStateStore, InMemoryStateStore, SqliteStateStore, StateStore, open_store
@@ -27,6 +37,7 @@ from .version import __version__
 from .worker import Worker
 
 __all__ = [
+    "SKIPPED",
     "CallStack",
     "Client",
     "CodeBlock",
@@ -58,7 +69,10 @@ __all__ = [
     "UnsupportedPauseError",
     "Worker",
     "__version__",
+    "first",
+    "gather",
     "make_durable",
+    "map",
     "open_store",
     "sleep",
     "sleep_until",

@@ -49,6 +49,11 @@ async def nd(value):
 """
 
 
+def prelude(durable: bool) -> str:
+    """What every generated module starts with; ``DURABLE`` tells which version it is."""
+    return PRELUDE + f"DURABLE = {durable}\n"
+
+
 class SeedStyleStore(StateStore):
     """A store written against the seed interface only: async load/save, pickled bytes in a dict."""
 
@@ -76,7 +81,7 @@ def load_module(source: str, directory: Path, durable: bool) -> Any:
         body = _PAUSE.sub(r"\1pass", body)
     name = f"durable_case_{next(_modules)}"
     path = directory / f"{name}.py"
-    path.write_text(PRELUDE + "\n" + body)
+    path.write_text(prelude(durable) + "\n" + body)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

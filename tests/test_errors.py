@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import PRELUDE, load_module, reload_module
+from harness import load_module, prelude, reload_module
 
 from durable import (
     CompileError,
@@ -32,7 +32,7 @@ def compile_error(source: str, tmp_path, entry: str = "main") -> CompileError:
 
 def line_of(source: str, fragment: str) -> int:
     """File line of ``fragment`` in a module written by ``load_module``."""
-    prelude_lines = len((PRELUDE + "\n").splitlines())
+    prelude_lines = len((prelude(True) + "\n").splitlines())
     for number, text in enumerate(textwrap.dedent(source).splitlines(), start=1):
         if fragment in text:
             return prelude_lines + number

@@ -2,7 +2,9 @@
 
 from .base import Primitive
 from .events import wait_for_event
+from .fanout import SKIPPED, first, gather, map
 from .steps import RetryPolicy, step
 from .timers import sleep, sleep_until
 
-__all__ = ["Primitive", "RetryPolicy", "sleep", "sleep_until", "step", "wait_for_event"]
+__all__ = ["SKIPPED", "Primitive", "RetryPolicy", "first", "gather", "map", "sleep", "sleep_until",
+           "step", "wait_for_event"]

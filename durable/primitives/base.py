@@ -11,6 +11,7 @@ after that, until it returns ``Deliver`` or ``Throw``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -28,6 +29,19 @@ class Run(Protocol):
 
     async def checkpoint(self) -> None:
         """Save the instance now, with this primitive's progress as it is."""
+
+    def start_branch(self, call: Awaitable[Any], where: str) -> int:
+        """Run ``call`` (a durable call or a primitive) as a new branch; its id."""
+
+    def branch_outcome(self, branch: int) -> tuple[bool, Any, int] | None:
+        """(succeeded, result or error, completion order), or None while it runs."""
+
+    def release_branches(self, branches: Iterable[int]) -> None:
+        """Nobody waits for these any more: forget them once they end."""
+
+    def cancel_branches(self, branches: Iterable[int]) -> None:
+        """Raise ``asyncio.CancelledError`` in those still running (wait for their ends, then
+        release them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +71,12 @@ class Suspend:
     changed: bool = True
 
 
-Outcome = Deliver | Throw | Suspend
+@dataclass(frozen=True, slots=True)
+class WaitBranches:
+    """Wait until one of the branches this primitive started ends, then advance it again."""
+
+
+Outcome = Deliver | Throw | Suspend | WaitBranches
 
 
 class Primitive:

@@ -122,7 +122,7 @@ class StepRun(Primitive):
         try:
             result = _target(self.fn)(*self.args, **self.kwargs)
             if inspect.isawaitable(result):
-                result = await result
+                result = await result  # saves need not wait: the frame stands still
         except Exception as error:
             self.running = False
             if self.policy is None or not self.policy.retries(error) or not self._attempts_left():

@@ -22,6 +22,7 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
              waiting_for: str | None = None, wake_at: float | None = None,
+             waiting_events: Sequence[str] = (), fibers: bytes | None = None,
              result: bytes | None = None,
              error_traceback: str | None = None, consumed_events: Sequence[str] = ()) -> dict[str, Any]:
     """Everything about an instance; the frames and the result are already pickled."""
@@ -31,9 +32,11 @@ def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
         "python": PYTHON,
         "program": program,
         "status": status,
-        "waiting_for": waiting_for,
+        "waiting_for": waiting_for,  # the first event waited for (several, with branches)
+        "waiting_events": list(waiting_events),
         "wake_at": wake_at,  # a paused instance resumes by itself then (seconds since the epoch)
         "frames": list(frames),
+        "fibers": fibers,  # while branches run: every fiber's frames, in one pickle
         "result": result,
         "error_traceback": error_traceback,
         "consumed_events": list(consumed_events),

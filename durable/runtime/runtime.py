@@ -12,8 +12,10 @@ State is saved when an instance starts, after every completed durable call
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 import uuid
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization
@@ -26,11 +28,12 @@ from ..errors import (
     SerializationError,
     UnsupportedPauseError,
 )
-from ..primitives.base import Deliver, Primitive, Suspend
+from ..primitives.base import Deliver, Primitive, Suspend, WaitBranches
 from ..primitives.events import pause_wait
 from . import envelope
 from .actions import AWAIT, PAUSE, RAISE, RETURN, Thrown
 from .calls import frame_for
+from .fibers import Checkpoints, Fiber, branch_frame
 from .handling import INTERNAL_CODES, active_errors, await_within, call_within
 from .stack import CallStack
 
@@ -52,35 +55,46 @@ class DurableRuntime:
         self.backend = backend
         self.instance_id = instance_id or str(uuid.uuid4())
         self.save_every_await = save_every_await
-        self.call_stack = CallStack()
+        self.call_stack = CallStack()  # the main fiber's frames
         self.clock: Clock = getattr(backend, "clock", None) or SYSTEM_CLOCK
+        self.root = Fiber(self, 0, self.call_stack, None)
+        self.fibers: dict[int, Fiber] = {}  # the branches of fan-outs, by id
+        self._next_fiber = 1
+        self._completions = 0  # branches ended so far: orders their outcomes
+        self._checkpoints: Checkpoints | None = None  # while branches exist
+        self._woken: list[Fiber] = []  # parked fibers a cancellation made runnable
         self._resuming = False  # the first primitive advanced after loading a paused state
+        self._progress = False  # something ran or changed since the state was loaded
         self._saves = 0
-        self._consumed: list[str] = []
-        self._last_saved: dict[str, Any] | None = None
+        self._consumed: list[str] = []  # events taken since the last snapshot
+        self._saving: list[str] = []  # events in a snapshot being written
 
     async def run(self, *args: Any, **kwargs: Any) -> Any:
         """Start the instance, or continue it from its saved state (``args`` are then ignored)."""
         state = await self.backend.load_state(self.instance_id)
         if state is None:
             await self._store(self.initial_state(*args, **kwargs))
-        else:
-            envelope.check(state, self.program.key, self.instance_id)
-            self._saves = state.get("saves", 0)
-            self._last_saved = state
-            status = state["status"]
-            if status in ENDED:
-                return outcome(state, self.instance_id)
-            self.call_stack = self._load_stack(state)
-            top = self.call_stack.frames[-1]
-            if top.awaiting is not None:
-                await self._advance(top, resuming=status == envelope.PAUSED)
-        return await self._drive()
+            return await self._schedule([self.root])
+        envelope.check(state, self.program.key, self.instance_id)
+        self._saves = state.get("saves", 0)
+        status = state["status"]
+        if status in ENDED:
+            return outcome(state, self.instance_id)
+        self._load_fibers(state)
+        loaded = [self.root, *self.fibers.values()]
+        for fiber in loaded:
+            fiber.started = True  # accounted for here: runnable below, or parked
+        for fiber in loaded:
+            if fiber.outcome is None and fiber.top.awaiting is not None:
+                await self._advance(fiber, fiber.top, resuming=status == envelope.PAUSED)
+        self._woken = []
+        return await self._schedule([f for f in (self.root, *self.fibers.values())
+                                     if f.outcome is None and f.top.awaiting is None])
 
     def initial_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """The state a fresh start saves, without running the program: a client creates an
         instance with it for workers to run. Bad arguments raise TypeError, as in a call."""
-        self.call_stack = CallStack([self.program.new_frame(args, kwargs)])
+        self.call_stack = self.root.stack = CallStack([self.program.new_frame(args, kwargs)])
         return self._state(envelope.RUNNING)
 
     async def fail(self, error: BaseException) -> None:
@@ -90,9 +104,13 @@ class DurableRuntime:
         text = "".join(traceback.format_exception(error))
         await self._save(envelope.FAILED, result=_saveable_error(error), error_traceback=text)
 
-    def _load_stack(self, state: dict[str, Any]) -> CallStack:
+    def _load_fibers(self, state: dict[str, Any]) -> None:
         try:
-            return CallStack.from_blobs(state["frames"])
+            if state.get("fibers") is None:
+                self.call_stack = self.root.stack = CallStack.from_blobs(state["frames"])
+                return
+            next_fiber, saved = serialization.loads(state["fibers"])
+            fibers = [Fiber.restore(self, fiber) for fiber in saved]
         except IncompatibleStateError:
             raise
         except Exception as error:
@@ -101,13 +119,96 @@ class DurableRuntime:
                 f"{type(error).__name__}: {error}{envelope.python_note(state)}",
                 function=self.program.qualname,
             ) from error
+        self.root = fibers[0]
+        self.call_stack = self.root.stack
+        self.fibers = {fiber.id: fiber for fiber in fibers[1:]}
+        self._next_fiber = next_fiber
+        self._completions = max((f.outcome[2] for f in fibers if f.outcome), default=0)
+        self._checkpoints = Checkpoints()
+
+    # Scheduling fibers.
+    async def _schedule(self, runnable: list[Fiber]) -> Any:
+        """Run fibers until the main one ends (its result) or every fiber waits (a pause)."""
+        tasks: dict[asyncio.Task[Any], Fiber] = {}
+        again: set[Fiber] = set()  # woken while it ran: look at it again once it parks
+        queue = list(dict.fromkeys(runnable))
+        try:
+            while True:
+                if not tasks and len(queue) == 1:  # one fiber: no task needed (the common case)
+                    fiber = queue.pop()
+                    result = await self._drive(fiber)
+                    if fiber is self.root and result is not _PARKED:
+                        return result
+                    woken = self._woken_by(fiber)
+                else:
+                    for fiber in queue:
+                        tasks[asyncio.ensure_future(self._drive(fiber))] = fiber
+                    queue = []
+                    if not tasks:
+                        return await self._pause()
+                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    woken = []
+                    for task in done:
+                        fiber = tasks.pop(task)
+                        result = task.result()
+                        if fiber is self.root and result is not _PARKED:
+                            return result
+                        woken += self._woken_by(fiber)
+                        if fiber in again:
+                            again.discard(fiber)
+                            woken.append(fiber)
+                running = set(tasks.values())
+                for fiber in woken:
+                    if fiber in running:
+                        again.add(fiber)
+                    elif fiber.outcome is None and fiber not in queue:
+                        queue.append(fiber)
+                if not queue and not tasks:
+                    return await self._pause()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _woken_by(self, fiber: Fiber) -> list[Fiber]:
+        """The fibers that can run now that ``fiber`` has parked or ended."""
+        woken, self._woken = self._woken, []
+        if fiber.outcome is None:  # parked: on a primitive, or on branches it just started
+            return woken + [f for f in self.fibers.values() if f.parent == fiber.id
+                            and not f.started and f.outcome is None and f.top.awaiting is None]
+        if fiber.released:
+            del self.fibers[fiber.id]
+            return woken
+        parent = self.root if fiber.parent == 0 else self.fibers[fiber.parent]
+        return [*woken, parent]  # its fan-out looks at the outcome when it runs
+
+    async def _pause(self) -> Any:
+        """Every fiber waits: save that (unless nothing changed since it was loaded), raise."""
+        waits = [f.suspended for f in (self.root, *self.fibers.values()) if f.suspended]
+        events = [wait.event for wait in waits if wait.event is not None]
+        wakes = [wait.wake_at for wait in waits if wait.wake_at is not None]
+        wake_at = min(wakes, default=None)
+        if self._progress:
+            await self._save(envelope.PAUSED, waiting_for=events[0] if events else None,
+                             waiting_events=events, wake_at=wake_at)
+        until = None if wake_at is None else as_datetime(wake_at)
+        raise PauseForEventException(events[0] if events else None, until)
 
     # The trampoline.
-    async def _drive(self) -> Any:
-        stack = self.call_stack
+    async def _drive(self, fiber: Fiber) -> Any:
+        """Run ``fiber`` until it ends or parks (``_PARKED``); the main fiber's end is the
+        instance's: its result is returned, its error raised."""
+        stack = fiber.stack
         frames = stack.frames
+        fiber.suspended = None
+        fiber.started = True
+        self._progress = True
+        if frames[-1].awaiting is not None and await self._advance(fiber, frames[-1], False):
+            return _PARKED  # woken by one of its branches ending, it waits for more
         while True:
             frame = frames[-1]
+            if fiber.cancelled and fiber.cancelled is not _THROWN:
+                fiber.cancelled = _THROWN
+                frame.delivery = Thrown(asyncio.CancelledError())
             pc = frame.pc
             block = frame.function.blocks[pc]
             delivered = frame.delivery
@@ -139,15 +240,22 @@ class DurableRuntime:
                     continue
                 if isinstance(awaitable, Primitive):
                     frame.awaiting = awaitable.begin()
-                    await self._advance(frame, resuming=False)
+                    if await self._advance(fiber, frame, resuming=False):
+                        return _PARKED
                     continue
                 try:
-                    frame.delivery = await (await_within(errors, awaitable) if errors else awaitable)
+                    awaited = await_within(errors, awaitable) if errors else awaitable
+                    if self._checkpoints is None:
+                        frame.delivery = await awaited
+                    else:
+                        frame.delivery = await self._checkpoints.flight(awaited)
                 except BaseException as error:
                     _clean(error, None)
                     if isinstance(error, PauseForEventException):
                         raise UnsupportedPauseError.for_error(error) from error
                     frame.delivery = Thrown(error)
+                if self._checkpoints is not None:
+                    await self._checkpoints.settle()
                 if self.save_every_await:
                     await self._save(envelope.RUNNING)
             elif kind == RAISE:
@@ -159,41 +267,96 @@ class DurableRuntime:
                     continue
                 stack.pop()
                 if not frames:
-                    return await self._fail(error)
+                    if fiber is self.root:
+                        return await self._fail(error)
+                    return await self._end_branch(fiber, False, error)
                 frames[-1].delivery = Thrown(error)
                 await self._save(envelope.RUNNING)
             elif kind == RETURN:
                 stack.pop()
                 if not frames:
-                    return await self._complete(action[1])
+                    if fiber is self.root:
+                        return await self._complete(action[1])
+                    return await self._end_branch(fiber, True, action[1])
                 frames[-1].delivery = action[1]
                 await self._save(envelope.RUNNING)
             elif kind == PAUSE:
                 frame.pc = action[1]
                 frame.awaiting = pause_wait(action[2])
-                await self._advance(frame, resuming=False)
+                if await self._advance(fiber, frame, resuming=False):
+                    return _PARKED
             else:  # pragma: no cover - the compiler emits nothing else
                 raise AssertionError(f"unknown action {action!r}")
 
-    # Primitives (timers, event waits, steps): what they may ask of the runtime, and their outcomes.
-    async def _advance(self, frame: FunctionCall, resuming: bool) -> None:
-        """Drive the primitive ``frame`` awaits: hand the frame its outcome, or pause here."""
+    async def _end_branch(self, fiber: Fiber, succeeded: bool, value: Any) -> Any:
+        self._completions += 1
+        fiber.outcome = (succeeded, value, self._completions)
+        if not fiber.released:
+            await self._save(envelope.RUNNING)  # a finished branch is never run again
+        return _PARKED
+
+    # Primitives (timers, event waits, steps, fan-outs): what they may ask, and their outcomes.
+    async def _advance(self, fiber: Fiber, frame: FunctionCall, resuming: bool) -> bool:
+        """Drive the primitive ``frame`` awaits: hand the frame its outcome (False), or park
+        the fiber (True) on a pause or on its branches."""
         primitive = frame.awaiting
         self._resuming = resuming
         try:
-            outcome = await primitive.advance(self)
+            outcome = await primitive.advance(fiber)
         finally:
             self._resuming = False
-        if outcome.__class__ is Suspend:
-            if outcome.changed or not resuming:
-                await self._save(envelope.PAUSED, waiting_for=outcome.event,
-                                 wake_at=outcome.wake_at)
-            until = None if outcome.wake_at is None else as_datetime(outcome.wake_at)
-            raise PauseForEventException(outcome.event, until)
+        kind = outcome.__class__
+        if kind is Suspend:
+            fiber.suspended = outcome
+            self._progress = self._progress or outcome.changed or not resuming
+            return True
+        if kind is WaitBranches:
+            if self._checkpoints is None and self.fibers:
+                self._checkpoints = Checkpoints()
+            return True
         frame.awaiting = None
-        frame.delivery = outcome.value if outcome.__class__ is Deliver else Thrown(outcome.error)
+        frame.delivery = outcome.value if kind is Deliver else Thrown(outcome.error)
+        if not self.fibers:
+            self._checkpoints = None  # back to one fiber
         if primitive.checkpoint_result:
             await self._save(envelope.RUNNING)
+        return False
+
+    def start_branch(self, parent: Fiber, call: Awaitable[Any], where: str) -> int:
+        fiber = Fiber(self, self._next_fiber, CallStack([branch_frame(call, where)]), parent.id)
+        self._next_fiber += 1
+        self.fibers[fiber.id] = fiber
+        return fiber.id
+
+    def release(self, branches: Iterable[int]) -> None:
+        """Nobody waits for these branches any more: forget the ended ones, let the others run
+        to their end unobserved."""
+        for branch in branches:
+            fiber = self.fibers.get(branch)
+            if fiber is None:
+                continue
+            if fiber.outcome is not None:
+                del self.fibers[branch]
+            else:
+                fiber.released = True
+
+    def cancel(self, branches: Iterable[int]) -> None:
+        """Raise CancelledError in the branches that have not ended; the caller waits for them."""
+        for branch in branches:
+            fiber = self.fibers.get(branch)
+            if fiber is not None and fiber.outcome is None and not fiber.cancelled:
+                self._cancel(fiber)
+
+    def _cancel(self, fiber: Fiber) -> None:
+        """Raise CancelledError in ``fiber`` where it stands (and in the branches it awaits)."""
+        fiber.cancelled = True
+        if fiber.top.awaiting is None:
+            return  # running: it gets the error before its next block
+        children = [f.id for f in self.fibers.values() if f.parent == fiber.id]
+        self.cancel(children)  # it stops waiting for them: they end unobserved
+        self.release(children)
+        fiber.top.awaiting = None
+        self._woken.append(fiber)
 
     async def take_event(self, name: str, payload: bool) -> tuple[bool, Any]:
         """Consume a published ``name`` event (recorded by the next save): (found, payload)."""
@@ -204,7 +367,7 @@ class DurableRuntime:
             if self._resuming:
                 await self.backend.wait_for_event(self.instance_id, name)
             return self._resuming, None
-        event_id = await take(self.instance_id, name, exclude=self._consumed)
+        event_id = await take(self.instance_id, name, exclude=[*self._saving, *self._consumed])
         if event_id is None:
             return False, None
         self._consumed.append(event_id)
@@ -218,29 +381,42 @@ class DurableRuntime:
 
     # Saving.
     async def _save(self, status: str, *, waiting_for: str | None = None,
-                    wake_at: float | None = None, result: bytes | None = None,
-                    error_traceback: str | None = None) -> None:
-        await self._store(self._state(status, waiting_for=waiting_for, wake_at=wake_at,
+                    waiting_events: list[str] | None = None, wake_at: float | None = None,
+                    result: bytes | None = None, error_traceback: str | None = None) -> None:
+        if self._checkpoints is not None and status == envelope.RUNNING:
+            await self._checkpoints.save(lambda: self._state(status), self._store)
+            return
+        await self._store(self._state(status, waiting_for=waiting_for,
+                                      waiting_events=waiting_events or [], wake_at=wake_at,
                                       result=result, error_traceback=error_traceback))
 
-    def _state(self, status: str, *, waiting_for: str | None = None, wake_at: float | None = None,
+    def _state(self, status: str, *, waiting_for: str | None = None,
+               waiting_events: list[str] | None = None, wake_at: float | None = None,
                result: bytes | None = None, error_traceback: str | None = None) -> dict[str, Any]:
         frames: list[bytes] = []
+        fibers: bytes | None = None
         if status in (envelope.RUNNING, envelope.PAUSED):
             try:
-                frames = self.call_stack.snapshot()
+                if self.fibers:  # one pickle, so objects the branches share stay shared
+                    fibers = serialization.dumps(
+                        (self._next_fiber, [f.saved() for f in (self.root, *self.fibers.values())]))
+                else:
+                    frames = self.call_stack.snapshot()
             except Exception as error:
                 raise self._unsaveable(error) from error
         self._saves += 1
+        consumed, self._consumed = self._consumed, []
+        self._saving.extend(consumed)
         return envelope.envelope(
             self.program.key, status, frames, saves=self._saves, waiting_for=waiting_for,
-            wake_at=wake_at, result=result, error_traceback=error_traceback, consumed_events=self._consumed,
+            waiting_events=waiting_events or (), wake_at=wake_at, fibers=fibers, result=result, error_traceback=error_traceback,
+            consumed_events=consumed,
         )
 
     async def _store(self, state: dict[str, Any]) -> None:
         await self.backend.save_state(self.instance_id, state)
-        self._last_saved = state
-        self._consumed = []
+        for event_id in state["consumed_events"]:
+            self._saving.remove(event_id)
 
     async def _complete(self, value: Any) -> Any:
         try:
@@ -260,7 +436,8 @@ class DurableRuntime:
 
     def _unsaveable(self, error: Exception) -> SerializationError:
         """Name the variable that could not be saved."""
-        for frame in reversed(self.call_stack.frames):
+        every = [frame for fiber in (self.root, *self.fibers.values()) for frame in fiber.stack.frames]
+        for frame in reversed(every):
             values, shared = frame.saved_variables()
             candidates = {**values, **shared, "<delivered>": frame.delivery,
                           "<awaiting>": frame.awaiting}
@@ -286,6 +463,8 @@ class DurableRuntime:
 
 
 _INTERNAL = {DurableRuntime._drive.__code__, *INTERNAL_CODES}
+_PARKED = object()  # what _drive returns for a fiber that waits or has ended as a branch
+_THROWN = "thrown"  # Fiber.cancelled once the CancelledError was raised in it
 
 
 def _clean(error: BaseException, delivered: Any) -> None:

@@ -92,6 +92,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     ]),
     (2, [  # durable timers
         "ALTER TABLE durable_instances ADD COLUMN IF NOT EXISTS wake_at double precision",
+        "ALTER TABLE durable_instances ADD COLUMN IF NOT EXISTS waits text[]",  # every event awaited
         f"""CREATE INDEX IF NOT EXISTS durable_instances_by_wake
             ON durable_instances (wake_at) WHERE status = '{WAITING}'""",
     ]),
@@ -108,20 +109,21 @@ _APPEND = f"""
     SELECT id, pg_notify('{CHANNEL}', '') FROM added"""
 _CREATE = f"""
     WITH added AS (
-        INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, state,
+        INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, waits, state,
             created_at, updated_at)
-        VALUES (%s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}) ON CONFLICT (id) DO NOTHING RETURNING id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}) ON CONFLICT (id) DO NOTHING RETURNING id)
     SELECT id, pg_notify('{CHANNEL}', '') FROM added"""
 _UPSERT = f"""
-    INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, state, created_at,
-        updated_at)
-    VALUES (%s, %s, %s, %s, %s, %s, {_NOW}, {_NOW})
+    INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, waits, state,
+        created_at, updated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW})
     ON CONFLICT (id) DO UPDATE SET program = excluded.program, status = excluded.status,
-        waiting_for = excluded.waiting_for, wake_at = excluded.wake_at, state = excluded.state,
+        waiting_for = excluded.waiting_for, wake_at = excluded.wake_at, waits = excluded.waits,
+        state = excluded.state,
         updated_at = excluded.updated_at"""
 _SAVE_LEASED = f"""
     UPDATE durable_instances SET status = %(status)s, waiting_for = %(waiting_for)s,
-        wake_at = %(wake_at)s, state = %(state)s, updated_at = {_NOW},
+        wake_at = %(wake_at)s, waits = %(waits)s, state = %(state)s, updated_at = {_NOW},
         lease_owner = CASE WHEN %(ends)s THEN NULL ELSE lease_owner END,
         lease_expires = CASE WHEN %(ends)s THEN NULL ELSE lease_expires END
     WHERE id = %(id)s AND fence = %(fence)s AND lease_owner = %(owner)s"""
@@ -134,7 +136,8 @@ _CLAIM = f"""
           AND (i.status = '{RUNNING}' OR (i.status = '{WAITING}' AND (
                 i.wake_at <= %(now)s OR EXISTS (
                 SELECT 1 FROM durable_events e
-                WHERE e.instance_id = i.id AND e.name = i.waiting_for))))
+                WHERE e.instance_id = i.id
+                  AND (e.name = i.waiting_for OR e.name = ANY(i.waits))))))
           AND (i.lease_owner IS NULL OR i.lease_expires <= {_NOW})
         ORDER BY i.updated_at
         LIMIT %(limit)s
@@ -343,7 +346,7 @@ class PostgresStateStore(InstanceStore):
     async def save_leased(self, lease: Lease, state: State) -> None:
         ends = _ends_run(state)
         params = {"status": status_of(state), "waiting_for": _text(state.get("waiting_for")),
-                  "wake_at": state.get("wake_at"), "state": _dump(state), "ends": ends, "id": _text(lease.instance_id),
+                  "wake_at": state.get("wake_at"), "waits": _waits(state), "state": _dump(state), "ends": ends, "id": _text(lease.instance_id),
                   "fence": lease.token, "owner": _text(lease.owner)}
         done = consumed(state)
 
@@ -385,6 +388,7 @@ class PostgresStateStore(InstanceStore):
             state = terminated(pickle.loads(row[0]), reason)
             await conn.execute(
                 "UPDATE durable_instances SET status = %s, waiting_for = NULL, wake_at = NULL,"
+                " waits = NULL,"
                 " state = %s,"
                 f" reason = %s, updated_at = {_NOW}, fence = fence + 1, lease_owner = NULL,"
                 " lease_expires = NULL WHERE id = %s",
@@ -630,9 +634,14 @@ async def _delete_events(conn: psycopg.AsyncConnection[Any], instance_id: str,
 
 
 def _row(instance_id: str, state: State) -> tuple[Any, ...]:
-    """The columns a saved state sets: id, program, status, waiting_for, wake_at, state."""
+    """The columns a saved state sets: id, program, status, waiting_for, wake_at, waits, state."""
     return (_text(instance_id), _text(state.get("program", "")), status_of(state),
-            _text(state.get("waiting_for")), state.get("wake_at"), _dump(state))
+            _text(state.get("waiting_for")), state.get("wake_at"), _waits(state), _dump(state))
+
+
+def _waits(state: State) -> list[str] | None:
+    events = state.get("waiting_events")
+    return [_text(event) for event in events] if events else None
 
 
 def _info(row: tuple[Any, ...]) -> InstanceInfo:

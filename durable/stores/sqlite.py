@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import pickle
 import queue
@@ -76,6 +77,7 @@ MIGRATIONS: list[list[str]] = [
     ],
     [  # version 2: durable timers
         "ALTER TABLE durable_instances ADD COLUMN wake_at REAL",
+        "ALTER TABLE durable_instances ADD COLUMN waits TEXT",  # JSON: every event waited for
         "CREATE INDEX durable_instances_by_wake ON durable_instances (status, wake_at)",
     ],
 ]
@@ -86,7 +88,8 @@ _INFO_COLUMNS = ("id, program, status, waiting_for, created_at, updated_at, reas
 # live lease on it. Parameters: the timers' now, the leases' now.
 _RUNNABLE = f"""
     (i.status = '{RUNNING}' OR (i.status = '{WAITING}' AND (i.wake_at <= ? OR EXISTS (
-        SELECT 1 FROM durable_events e WHERE e.instance_id = i.id AND e.name = i.waiting_for))))
+        SELECT 1 FROM durable_events e WHERE e.instance_id = i.id AND (e.name = i.waiting_for
+            OR e.name IN (SELECT value FROM json_each(coalesce(i.waits, '[]'))))))))
     AND (i.lease_owner IS NULL OR i.lease_expires < ?)
 """
 _STOP = object()
@@ -151,10 +154,11 @@ class SqliteStateStore(InstanceStore):
         def insert(c: sqlite3.Connection) -> bool:
             now = time.time()
             cursor = c.execute(
-                "INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, state,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, waits,"
+                " state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
                 (instance_id, state["program"], status_of(state), state.get("waiting_for"),
-                 state.get("wake_at"), _dump(state), now, now))
+                 state.get("wake_at"), _waits(state), _dump(state), now, now))
             return cursor.rowcount == 1
         return await self._write(insert, wakes=True)
 
@@ -206,11 +210,12 @@ class SqliteStateStore(InstanceStore):
         def save(c: sqlite3.Connection) -> None:
             ends = _ends_run(state)
             cursor = c.execute(
-                "UPDATE durable_instances SET status = ?, waiting_for = ?, wake_at = ?, state = ?,"
-                " updated_at = ?, lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
+                "UPDATE durable_instances SET status = ?, waiting_for = ?, wake_at = ?, waits = ?,"
+                " state = ?, updated_at = ?, lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,"
                 " lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END"
                 " WHERE id = ? AND fence = ? AND lease_owner = ?",
-                (status_of(state), state.get("waiting_for"), state.get("wake_at"), _dump(state),
+                (status_of(state), state.get("waiting_for"), state.get("wake_at"), _waits(state),
+                 _dump(state),
                  time.time(), ends, ends, *_held(lease)))
             if cursor.rowcount == 0:
                 raise LeaseLost(lease.instance_id, lease.token)
@@ -245,6 +250,7 @@ class SqliteStateStore(InstanceStore):
             state = terminated(pickle.loads(row[0]), reason)
             c.execute(
                 "UPDATE durable_instances SET status = ?, waiting_for = NULL, wake_at = NULL,"
+                " waits = NULL,"
                 " state = ?, reason = ?,"
                 " updated_at = ?, fence = fence + 1, lease_owner = NULL, lease_expires = NULL"
                 " WHERE id = ?", (status_of(state), _dump(state), reason, time.time(), instance_id))
@@ -411,12 +417,13 @@ def _migrate(connection: sqlite3.Connection) -> None:
 def _upsert(c: sqlite3.Connection, instance_id: str, state: State) -> None:
     now = time.time()
     c.execute(
-        "INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, state, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        "INSERT INTO durable_instances (id, program, status, waiting_for, wake_at, waits, state,"
+        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
         " program = excluded.program, status = excluded.status, waiting_for = excluded.waiting_for,"
-        " wake_at = excluded.wake_at, state = excluded.state, updated_at = excluded.updated_at",
+        " wake_at = excluded.wake_at, waits = excluded.waits, state = excluded.state,"
+        " updated_at = excluded.updated_at",
         (instance_id, state.get("program", ""), status_of(state), state.get("waiting_for"),
-         state.get("wake_at"), _dump(state), now, now))
+         state.get("wake_at"), _waits(state), _dump(state), now, now))
     _delete_events(c, instance_id, consumed(state))
 
 
@@ -440,6 +447,11 @@ def _held(lease: Lease) -> tuple[str, int, str]:
 def _ends_run(state: State) -> bool:
     """A save that is not of a running instance ends its lease (and may be what a client awaits)."""
     return status_of(state) != RUNNING
+
+
+def _waits(state: State) -> str | None:
+    events = state.get("waiting_events")
+    return json.dumps(events) if events else None
 
 
 def _dump(state: State) -> bytes:
