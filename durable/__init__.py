@@ -4,6 +4,7 @@ from .backends import DurableBackend, OrchestrationBackend
 from .client import Client, InstanceHandle
 from .compiler import DurableAstTransformer, transform_to_durable_ast
 from .errors import (
+    Cancelled,
     CompileError,
     DurableError,
     EventTimeout,
@@ -21,12 +22,16 @@ from .errors import (
 )
 from .primitives import (
     SKIPPED,
+    ChildHandle,
     RetryPolicy,
+    call_child,
     first,
     gather,
     map,
+    set_status,
     sleep,
     sleep_until,
+    start_child,
     step,
     wait_for_event,
 )
@@ -39,6 +44,8 @@ from .worker import Worker
 __all__ = [
     "SKIPPED",
     "CallStack",
+    "Cancelled",
+    "ChildHandle",
     "Client",
     "CodeBlock",
     "CompileError",
@@ -69,13 +76,16 @@ __all__ = [
     "UnsupportedPauseError",
     "Worker",
     "__version__",
+    "call_child",
     "first",
     "gather",
     "make_durable",
     "map",
     "open_store",
+    "set_status",
     "sleep",
     "sleep_until",
+    "start_child",
     "step",
     "transform_to_durable_ast",
     "wait_for_event",

@@ -120,6 +120,18 @@ def _parser() -> argparse.ArgumentParser:
     terminate.add_argument("instance_id", metavar="ID")
     terminate.add_argument("reason")
     terminate.set_defaults(command=_terminate)
+
+    cancel = commands.add_parser("cancel", parents=[store],
+                                 help="raise Cancelled in an instance where it waits")
+    cancel.add_argument("instance_id", metavar="ID")
+    cancel.add_argument("reason", nargs="?")
+    cancel.set_defaults(command=_cancel)
+
+    for name, verb in (("suspend", "stop scheduling an instance"),
+                       ("resume", "schedule a suspended instance again")):
+        control = commands.add_parser(name, parents=[store], help=verb)
+        control.add_argument("instance_id", metavar="ID")
+        control.set_defaults(command=_control, action=name)
     return parser
 
 
@@ -199,6 +211,9 @@ async def _status(args: argparse.Namespace) -> int:
             rows.append(("reason", info.reason))
         if info.lease_owner is not None:
             rows.append(("worker", info.lease_owner))
+        custom = await client.custom_status(args.instance_id)
+        if custom is not None:
+            rows.append(("custom", repr(custom)))
         for label, value in rows:
             print(f"{label:<9} {value}")
         return 0
@@ -249,6 +264,24 @@ async def _result(args: argparse.Namespace) -> int:
             print(json.dumps(value))
         except (TypeError, ValueError):
             print(repr(value))
+        return 0
+    return await _with_client(args, act)
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    async def act(client: Client) -> int:
+        await client.cancel(args.instance_id, args.reason)
+        print(f"cancellation sent to {args.instance_id}")
+        return 0
+    return await _with_client(args, act)
+
+
+async def _control(args: argparse.Namespace) -> int:
+    async def act(client: Client) -> int:
+        changed = await getattr(client, args.action)(args.instance_id)
+        done = {"suspend": "suspended", "resume": "resumed"}[args.action]
+        print(f"{done} {args.instance_id}" if changed else
+              f"{args.instance_id} was not {'running or waiting' if args.action == 'suspend' else 'suspended'}; nothing changed")
         return 0
     return await _with_client(args, act)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import serialization
 from .backends import DurableBackend
-from .errors import DurableError, StoreError, UnknownInstanceError
+from .errors import CANCEL_EVENT, DurableError, StoreError, UnknownInstanceError
 from .program import DurableProgram
 from .runtime.runtime import DurableRuntime, outcome
 from .stores.base import ENDED, STATUSES, InstanceInfo, InstanceStore
@@ -150,6 +150,28 @@ class Client:
         await self.status(instance_id)
         return await self.store.terminate(instance_id, reason)
 
+    async def cancel(self, instance_id: str, reason: str | None = None) -> None:
+        """Raise ``Cancelled(reason)`` in the instance where it waits (now, or at its next pause
+        if it is running), so its ``except`` and ``finally`` blocks run; unhandled, it fails
+        with it. Unlike ``terminate``, the instance decides how it ends."""
+        await self.status(instance_id)
+        await self.store.publish(instance_id, CANCEL_EVENT, serialization.dumps(reason))
+
+    async def suspend(self, instance_id: str) -> bool:
+        """Stop scheduling the instance: events published meanwhile are kept; a run in progress
+        goes on to its next pause. False if it had ended or was suspended already."""
+        return await self.store.suspend(instance_id)
+
+    async def resume(self, instance_id: str) -> bool:
+        """Schedule a suspended instance again; False if it was not suspended."""
+        return await self.store.resume(instance_id)
+
+    async def custom_status(self, instance_id: str) -> Any:
+        """What the instance last gave ``set_status`` (None if it never did)."""
+        await self.status(instance_id)
+        state = await self.store.load(instance_id)
+        return None if state is None else state.get("custom_status")
+
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
         """Instances, newest first; ``status`` keeps those with one status (``"waiting"``...)."""
         if status is not None:
@@ -193,3 +215,15 @@ class InstanceHandle:
 
     async def terminate(self, reason: str) -> bool:
         return await self.client.terminate(self.instance_id, reason)
+
+    async def cancel(self, reason: str | None = None) -> None:
+        await self.client.cancel(self.instance_id, reason)
+
+    async def suspend(self) -> bool:
+        return await self.client.suspend(self.instance_id)
+
+    async def resume(self) -> bool:
+        return await self.client.resume(self.instance_id)
+
+    async def custom_status(self) -> Any:
+        return await self.client.custom_status(self.instance_id)

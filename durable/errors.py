@@ -45,6 +45,22 @@ class EventTimeout(DurableError, TimeoutError):
         return (type(self), (self.event, self.timeout))
 
 
+CANCEL_EVENT = "durable:cancel"  # what Client.cancel publishes
+
+
+class Cancelled(DurableError):
+    """``Client.cancel`` asked the instance to stop: raised where it waits, so its ``except``
+    and ``finally`` blocks run (compensations); unhandled, the instance fails with it."""
+
+    def __init__(self, instance_id: str, reason: str | None = None):
+        self.instance_id = instance_id
+        self.reason = reason
+        super().__init__(f"instance {instance_id!r} was cancelled: {reason or 'no reason given'}")
+
+    def __reduce__(self):
+        return (type(self), (self.instance_id, self.reason))
+
+
 class StepInterrupted(DurableError):
     """A step's attempt was cut off by a crash, and may not run again: it is ``at_most_once``,
     or it was its last attempt. Whether its side effect happened is unknown."""

@@ -32,6 +32,7 @@ from durable import (
     step,
     wait_for_event,
 )
+from durable.errors import CANCEL_EVENT
 from durable.testing import VirtualClock
 
 FANOUT = """
@@ -167,8 +168,9 @@ async def test_a_waiting_branch_does_not_block_the_others_and_each_runs_once(tmp
         assert sorted(LOG) == [("quick", "b"), ("quick", "d"), ("waits", "a"), ("waits", "c")]
         info = await store.info("fan")
         assert info.status == "waiting" and info.waiting_for in ("approve-a", "approve-c")
-        # Either event wakes the instance: both are recorded as waited for.
-        assert set((await store.load("fan"))["waiting_events"]) == {"approve-a", "approve-c"}
+        # Either event wakes the instance (or a cancellation): all are recorded as waited for.
+        assert set((await store.load("fan"))["waiting_events"]) == {
+            "approve-a", "approve-c", CANCEL_EVENT}
         DurableBackend(store).publish_event("fan", "approve-c", "yes")
         assert isinstance(await run_seed_style(orders, store), PauseForEventException)
         DurableBackend(store).publish_event("fan", "approve-a", "ok")

@@ -39,6 +39,16 @@ class Run(Protocol):
     def release_branches(self, branches: Iterable[int]) -> None:
         """Nobody waits for these any more: forget them once they end."""
 
+    def set_custom_status(self, value: Any) -> None:
+        """What ``Client.status`` shows as ``custom_status``."""
+
+    async def start_child(self, program: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                          instance_id: str | None) -> str:
+        """Create a child instance of ``program`` (unless it exists); its id."""
+
+    async def child_outcome(self, instance_id: str) -> Deliver | Throw | None:
+        """A child's result or error once it has ended; None before."""
+
     def cancel_branches(self, branches: Iterable[int]) -> None:
         """Raise ``asyncio.CancelledError`` in those still running (wait for their ends, then
         release them)."""

@@ -167,6 +167,9 @@ class MapRun(Primitive):
             setattr(self, name, value)
 
 
+FANOUTS = (Gather, First, MapRun)  # primitives that wait for branches
+
+
 def gather(*calls: Awaitable[Any], return_exceptions: bool = False) -> Gather:
     """``results = await gather(a(1), b(2))``: run durable calls concurrently in this instance.
 

@@ -23,6 +23,7 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
              waiting_for: str | None = None, wake_at: float | None = None,
              waiting_events: Sequence[str] = (), fibers: bytes | None = None,
+             custom_status: Any = None, parent: str | None = None, children: int = 0,
              result: bytes | None = None,
              error_traceback: str | None = None, consumed_events: Sequence[str] = ()) -> dict[str, Any]:
     """Everything about an instance; the frames and the result are already pickled."""
@@ -41,6 +42,9 @@ def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
         "error_traceback": error_traceback,
         "consumed_events": list(consumed_events),
         "saves": saves,
+        "custom_status": custom_status,  # set_status()
+        "parent": parent,  # the instance that started this one
+        "children": children,  # children started with a default id
         "updated_at": time.time(),
     }
 

@@ -76,6 +76,16 @@ class Fiber:
     def branch_outcome(self, branch: int) -> Outcome | None:
         return self.runtime.fibers[branch].outcome
 
+    def set_custom_status(self, value: Any) -> None:
+        self.runtime.set_custom_status(value)
+
+    async def start_child(self, program: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                          instance_id: str | None) -> str:
+        return await self.runtime.start_child(program, args, kwargs, instance_id)
+
+    async def child_outcome(self, instance_id: str) -> Any:
+        return await self.runtime.child_outcome(instance_id)
+
     def release_branches(self, branches: Iterable[int]) -> None:
         self.runtime.release(branches)
 

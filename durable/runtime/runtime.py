@@ -21,15 +21,20 @@ from typing import TYPE_CHECKING, Any
 from .. import serialization
 from ..clock import SYSTEM_CLOCK, Clock, as_datetime
 from ..errors import (
+    CANCEL_EVENT,
+    Cancelled,
     FailedInstanceError,
     IncompatibleStateError,
     InstanceTerminated,
     PauseForEventException,
     SerializationError,
+    UnknownInstanceError,
     UnsupportedPauseError,
 )
-from ..primitives.base import Deliver, Primitive, Suspend, WaitBranches
+from ..primitives.base import Deliver, Primitive, Suspend, Throw, WaitBranches
+from ..primitives.control import child_event
 from ..primitives.events import pause_wait
+from ..primitives.fanout import FANOUTS
 from . import envelope
 from .actions import AWAIT, PAUSE, RAISE, RETURN, Thrown
 from .calls import frame_for
@@ -65,6 +70,9 @@ class DurableRuntime:
         self._woken: list[Fiber] = []  # parked fibers a cancellation made runnable
         self._resuming = False  # the first primitive advanced after loading a paused state
         self._progress = False  # something ran or changed since the state was loaded
+        self.custom_status: Any = None  # set_status(): what clients see
+        self._parent: str | None = None  # the instance that started this one (start_child)
+        self._children = 0  # children started with a default id, to number the next
         self._saves = 0
         self._consumed: list[str] = []  # events taken since the last snapshot
         self._saving: list[str] = []  # events in a snapshot being written
@@ -77,6 +85,9 @@ class DurableRuntime:
             return await self._schedule([self.root])
         envelope.check(state, self.program.key, self.instance_id)
         self._saves = state.get("saves", 0)
+        self.custom_status = state.get("custom_status")
+        self._parent = state.get("parent")
+        self._children = state.get("children", 0)
         status = state["status"]
         if status in ENDED:
             return outcome(state, self.instance_id)
@@ -84,6 +95,7 @@ class DurableRuntime:
         loaded = [self.root, *self.fibers.values()]
         for fiber in loaded:
             fiber.started = True  # accounted for here: runnable below, or parked
+        await self._take_cancellation()
         for fiber in loaded:
             if fiber.outcome is None and fiber.top.awaiting is not None:
                 await self._advance(fiber, fiber.top, resuming=status == envelope.PAUSED)
@@ -103,6 +115,7 @@ class DurableRuntime:
         instance ends instead of being retried forever."""
         text = "".join(traceback.format_exception(error))
         await self._save(envelope.FAILED, result=_saveable_error(error), error_traceback=text)
+        self._tell_parent()
 
     def _load_fibers(self, state: dict[str, Any]) -> None:
         try:
@@ -181,15 +194,35 @@ class DurableRuntime:
         parent = self.root if fiber.parent == 0 else self.fibers[fiber.parent]
         return [*woken, parent]  # its fan-out looks at the outcome when it runs
 
+    async def _take_cancellation(self) -> bool:
+        """A ``Client.cancel`` was published: raise ``Cancelled`` in every fiber that waits on
+        a primitive, where it waits (so its except and finally blocks run)."""
+        if getattr(self.backend, "take_event", None) is None:
+            return False
+        found, reason = await self.take_event(CANCEL_EVENT, True)
+        if not found:
+            return False
+        for fiber in (self.root, *self.fibers.values()):
+            awaiting = fiber.top.awaiting if fiber.outcome is None else None
+            if awaiting is not None and not isinstance(awaiting, FANOUTS):
+                fiber.top.awaiting = None
+                fiber.top.delivery = Thrown(Cancelled(self.instance_id, reason))
+                fiber.suspended = None
+                self._progress = True
+        return True
+
     async def _pause(self) -> Any:
         """Every fiber waits: save that (unless nothing changed since it was loaded), raise."""
+        if await self._take_cancellation():
+            return await self._schedule([f for f in (self.root, *self.fibers.values())
+                                         if f.outcome is None and f.top.awaiting is None])
         waits = [f.suspended for f in (self.root, *self.fibers.values()) if f.suspended]
         events = [wait.event for wait in waits if wait.event is not None]
         wakes = [wait.wake_at for wait in waits if wait.wake_at is not None]
         wake_at = min(wakes, default=None)
         if self._progress:
             await self._save(envelope.PAUSED, waiting_for=events[0] if events else None,
-                             waiting_events=events, wake_at=wake_at)
+                             waiting_events=[*events, CANCEL_EVENT], wake_at=wake_at)
         until = None if wake_at is None else as_datetime(wake_at)
         raise PauseForEventException(events[0] if events else None, until)
 
@@ -379,6 +412,36 @@ class DurableRuntime:
     async def checkpoint(self) -> None:
         await self._save(envelope.RUNNING)
 
+    def set_custom_status(self, value: Any) -> None:
+        self.custom_status = value
+
+    async def start_child(self, program: DurableProgram, args: tuple[Any, ...],
+                          kwargs: dict[str, Any], instance_id: str | None) -> str:
+        """Create a child instance (unless it exists: a parent running again finds it)."""
+        if instance_id is None:
+            self._children += 1
+            instance_id = f"{self.instance_id}/{self._children}"
+        if await self.backend.load_state(instance_id) is None:
+            state = DurableRuntime(program, self.backend, instance_id).initial_state(*args, **kwargs)
+            state["parent"] = self.instance_id
+            create = getattr(getattr(self.backend, "state_store", None), "create", None)
+            if create is not None:
+                await create(instance_id, state)
+            else:
+                await self.backend.save_state(instance_id, state)
+        return instance_id
+
+    async def child_outcome(self, instance_id: str) -> Deliver | Throw | None:
+        state = await self.backend.load_state(instance_id)
+        if state is None:
+            return Throw(UnknownInstanceError(instance_id, "this instance's store"))
+        if state["status"] not in ENDED:
+            return None
+        try:
+            return Deliver(outcome(state, instance_id))
+        except BaseException as error:
+            return Throw(error)
+
     # Saving.
     async def _save(self, status: str, *, waiting_for: str | None = None,
                     waiting_events: list[str] | None = None, wake_at: float | None = None,
@@ -409,6 +472,7 @@ class DurableRuntime:
         self._saving.extend(consumed)
         return envelope.envelope(
             self.program.key, status, frames, saves=self._saves, waiting_for=waiting_for,
+            custom_status=self.custom_status, parent=self._parent, children=self._children,
             waiting_events=waiting_events or (), wake_at=wake_at, fibers=fibers, result=result, error_traceback=error_traceback,
             consumed_events=consumed,
         )
@@ -428,11 +492,19 @@ class DurableRuntime:
                 function=self.program.qualname, type_name=type(value).__qualname__,
             ) from error
         await self._save(envelope.COMPLETED, result=result)
+        self._tell_parent()
         return value
 
     async def _fail(self, error: BaseException) -> Any:
         await self.fail(error)
         raise error
+
+    def _tell_parent(self) -> None:
+        """An ended child wakes its parent (which also rechecks now and then, should this
+        process die before it tells)."""
+        publish = getattr(self.backend, "publish_event", None)
+        if self._parent is not None and publish is not None:
+            publish(self._parent, child_event(self.instance_id))
 
     def _unsaveable(self, error: Exception) -> SerializationError:
         """Name the variable that could not be saved."""

@@ -52,7 +52,8 @@ class EventLog(ABC):
 
 # What the client shows: the envelope's statuses, named for people.
 RUNNING, WAITING, FINISHED, FAILED, TERMINATED = "running", "waiting", "finished", "failed", "terminated"
-STATUSES = (RUNNING, WAITING, FINISHED, FAILED, TERMINATED)
+SUSPENDED = "suspended"  # running or waiting, but not scheduled until resumed
+STATUSES = (RUNNING, WAITING, SUSPENDED, FINISHED, FAILED, TERMINATED)
 _BY_ENVELOPE = {"running": RUNNING, "paused": WAITING, "completed": FINISHED, "failed": FAILED,
                 "terminated": TERMINATED}
 ENDED = (FINISHED, FAILED, TERMINATED)
@@ -139,6 +140,15 @@ class InstanceStore(StateStore, EventLog):
     @abstractmethod
     async def terminate(self, instance_id: str, reason: str) -> bool:
         """Stop an unfinished instance for good (its lease is fenced off); False if it had ended."""
+
+    @abstractmethod
+    async def suspend(self, instance_id: str) -> bool:
+        """Stop scheduling an unfinished instance (events keep arriving); False if it ended.
+        A run in progress goes on to its next pause."""
+
+    @abstractmethod
+    async def resume(self, instance_id: str) -> bool:
+        """Schedule a suspended instance again; False if it was not suspended."""
 
     @abstractmethod
     async def wait_for_change(self, timeout: float) -> None:

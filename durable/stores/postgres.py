@@ -43,6 +43,7 @@ from ..waiting import wait_set
 from .base import (
     ENDED,
     RUNNING,
+    SUSPENDED,
     WAITING,
     InstanceInfo,
     InstanceStore,
@@ -93,14 +94,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (2, [  # durable timers
         "ALTER TABLE durable_instances ADD COLUMN IF NOT EXISTS wake_at double precision",
         "ALTER TABLE durable_instances ADD COLUMN IF NOT EXISTS waits text[]",  # every event awaited
+        "ALTER TABLE durable_instances ADD COLUMN IF NOT EXISTS suspended boolean NOT NULL"
+        " DEFAULT false",
         f"""CREATE INDEX IF NOT EXISTS durable_instances_by_wake
             ON durable_instances (wake_at) WHERE status = '{WAITING}'""",
     ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-_INFO_COLUMNS = ("id, program, status, waiting_for, created_at, updated_at, reason, lease_owner,"
-                 " wake_at")
+_SHOWN_STATUS = (f"CASE WHEN suspended AND status IN ('{RUNNING}', '{WAITING}')"
+                 f" THEN '{SUSPENDED}' ELSE status END")
+_INFO_COLUMNS = (f"id, program, {_SHOWN_STATUS}, waiting_for, created_at, updated_at, reason,"
+                 " lease_owner, wake_at")
 _NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
 _APPEND = f"""
     WITH added AS (
@@ -138,7 +143,7 @@ _CLAIM = f"""
                 SELECT 1 FROM durable_events e
                 WHERE e.instance_id = i.id
                   AND (e.name = i.waiting_for OR e.name = ANY(i.waits))))))
-          AND (i.lease_owner IS NULL OR i.lease_expires <= {_NOW})
+          AND (i.lease_owner IS NULL OR i.lease_expires <= {_NOW}) AND NOT i.suspended
         ORDER BY i.updated_at
         LIMIT %(limit)s
         FOR UPDATE OF i SKIP LOCKED)
@@ -369,12 +374,33 @@ class PostgresStateStore(InstanceStore):
         return None if row is None else _info(row)
 
     async def list(self, status: str | None = None, limit: int = 1000) -> builtins.list[InstanceInfo]:
-        where, args = ("WHERE status = %s", (status,)) if status is not None else ("", ())
+        where, args = ((f"WHERE {_SHOWN_STATUS} = %s", (status,)) if status is not None
+                       else ("", ()))
         async with self._connection() as conn:
             rows = await (await conn.execute(
                 f"SELECT {_INFO_COLUMNS} FROM durable_instances {where}"
                 " ORDER BY created_at DESC, id LIMIT %s", (*args, limit))).fetchall()
         return [_info(row) for row in rows]
+
+    async def suspend(self, instance_id: str) -> bool:
+        return await self._set_suspended(instance_id, True)
+
+    async def resume(self, instance_id: str) -> bool:
+        return await self._set_suspended(instance_id, False)
+
+    async def _set_suspended(self, instance_id: str, suspended: bool) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            exists = await (await conn.execute(
+                "SELECT 1 FROM durable_instances WHERE id = %s", (_text(instance_id),))).fetchone()
+            if exists is None:
+                raise UnknownInstanceError(instance_id, self.where)
+            cursor = await conn.execute(
+                f"UPDATE durable_instances SET suspended = %s WHERE id = %s AND suspended != %s"
+                f" AND status IN ('{RUNNING}', '{WAITING}')",
+                (suspended, _text(instance_id), suspended))
+            if cursor.rowcount and not suspended:
+                await conn.execute(_NOTIFY)
+        return cursor.rowcount == 1
 
     async def terminate(self, instance_id: str, reason: str) -> bool:
         async with self._connection() as conn, conn.transaction():

@@ -36,6 +36,7 @@ from ..waiting import wait_set
 from .base import (
     ENDED,
     RUNNING,
+    SUSPENDED,
     WAITING,
     InstanceInfo,
     InstanceStore,
@@ -78,19 +79,22 @@ MIGRATIONS: list[list[str]] = [
     [  # version 2: durable timers
         "ALTER TABLE durable_instances ADD COLUMN wake_at REAL",
         "ALTER TABLE durable_instances ADD COLUMN waits TEXT",  # JSON: every event waited for
+        "ALTER TABLE durable_instances ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX durable_instances_by_wake ON durable_instances (status, wake_at)",
     ],
 ]
 
-_INFO_COLUMNS = ("id, program, status, waiting_for, created_at, updated_at, reason, lease_owner,"
-                 " wake_at")
+_SHOWN_STATUS = (f"CASE WHEN suspended AND status IN ('{RUNNING}', '{WAITING}')"
+                 f" THEN '{SUSPENDED}' ELSE status END")
+_INFO_COLUMNS = (f"id, program, {_SHOWN_STATUS}, waiting_for, created_at, updated_at, reason,"
+                 " lease_owner, wake_at")
 # Runnable: running, or waiting for an event that has arrived or a time that has come; and no
 # live lease on it. Parameters: the timers' now, the leases' now.
 _RUNNABLE = f"""
     (i.status = '{RUNNING}' OR (i.status = '{WAITING}' AND (i.wake_at <= ? OR EXISTS (
         SELECT 1 FROM durable_events e WHERE e.instance_id = i.id AND (e.name = i.waiting_for
             OR e.name IN (SELECT value FROM json_each(coalesce(i.waits, '[]'))))))))
-    AND (i.lease_owner IS NULL OR i.lease_expires < ?)
+    AND (i.lease_owner IS NULL OR i.lease_expires < ?) AND NOT i.suspended
 """
 _STOP = object()
 
@@ -233,7 +237,7 @@ class SqliteStateStore(InstanceStore):
         return None if row is None else InstanceInfo(*row)
 
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
-        where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
+        where, args = (f"WHERE {_SHOWN_STATUS} = ?", (status,)) if status is not None else ("", ())
         rows = await self._read(lambda c: c.execute(
             f"SELECT {_INFO_COLUMNS} FROM durable_instances {where}"
             " ORDER BY created_at DESC, id LIMIT ?", (*args, limit)).fetchall())
@@ -257,6 +261,23 @@ class SqliteStateStore(InstanceStore):
             c.execute("DELETE FROM durable_events WHERE instance_id = ?", (instance_id,))
             return True
         return await self._write(stop, wakes=True)
+
+    async def suspend(self, instance_id: str) -> bool:
+        return await self._set_suspended(instance_id, True)
+
+    async def resume(self, instance_id: str) -> bool:
+        return await self._set_suspended(instance_id, False)
+
+    async def _set_suspended(self, instance_id: str, suspended: bool) -> bool:
+        def update(c: sqlite3.Connection) -> bool:
+            if c.execute("SELECT 1 FROM durable_instances WHERE id = ?", (instance_id,)).fetchone() \
+                    is None:
+                raise UnknownInstanceError(instance_id, repr(self))
+            return c.execute(
+                f"UPDATE durable_instances SET suspended = ? WHERE id = ? AND suspended != ?"
+                f" AND status IN ('{RUNNING}', '{WAITING}')",
+                (suspended, instance_id, suspended)).rowcount == 1
+        return await self._write(update, wakes=not suspended)
 
     async def wait_for_change(self, timeout: float) -> None:
         """Each task sees each change once: it remembers the last one it returned for."""
