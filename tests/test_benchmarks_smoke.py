@@ -141,3 +141,16 @@ def test_workers_postgres_rows_say_why_without_binaries(
     assert "no PostgreSQL server binaries" in pg.why
     assert all(row.note.startswith("unavailable: no PostgreSQL server binaries")
                for row in _postgres_rows(bench, pg.why, tmp_path))
+
+
+def test_fanout_quick_run_reports_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "fanout.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fanout.py"), "--quick",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())
+    assert sorted(rows) == ["1a", "1b", "1c", "1d", "1e", "1f", "1g", "2a", "2b", "2c", "2d", "2e"]
+    assert all(row["values"] and all(v > 0 for v in row["values"]) for row in rows.values())
+    for key in rows:
+        assert f"\n{key} " in done.stdout

@@ -19,79 +19,89 @@ from .base import Deliver, Outcome, Primitive, Run, Throw, WaitBranches
 class Gather(Primitive):
     """``asyncio.gather`` for durable calls: results in argument order."""
 
-    __slots__ = ("calls", "children", "return_exceptions")
+    __slots__ = ("calls", "error", "pending", "results", "return_exceptions")
 
     def __init__(self, calls: tuple[Awaitable[Any], ...], return_exceptions: bool) -> None:
         self.calls: tuple[Awaitable[Any], ...] | None = calls
-        self.children: list[int] = []
         self.return_exceptions = return_exceptions
+        self.pending: dict[int, int] = {}  # branch id -> argument index, until it ends
+        self.results: list[Any] = []
+        self.error: tuple[int, BaseException] | None = None  # the first to fail (order, error)
 
     async def advance(self, run: Run) -> Outcome:
         if self.calls is not None:
             calls, self.calls = self.calls, None
-            self.children = [run.start_branch(call, f"gather() argument {n}")
-                             for n, call in enumerate(calls, 1)]
-        outcomes = [run.branch_outcome(child) for child in self.children]
-        if not self.return_exceptions:
-            failed = [o for o in outcomes if o is not None and not o[0]]
-            if failed:  # the first to fail, as asyncio.gather raises it; the others go on
-                run.release_branches(self.children)
-                return Throw(min(failed, key=lambda o: o[2])[1])
-        if any(o is None for o in outcomes):
-            return WaitBranches()
-        run.release_branches(self.children)
-        return Deliver([value for _, value, _ in outcomes])
+            self.results = [None] * len(calls)
+            self.pending = {run.start_branch(call, f"gather() argument {n}"): n - 1
+                            for n, call in enumerate(calls, 1)}
+        for ok, value, order, index in _harvest(run, self.pending):
+            self.results[index] = value
+            if not ok and not self.return_exceptions and (self.error is None
+                                                          or order < self.error[0]):
+                self.error = (order, value)
+        if self.error is not None:  # raised as asyncio.gather raises it; the others go on
+            run.release_branches(self.pending)
+            return Throw(self.error[1])
+        return WaitBranches() if self.pending else Deliver(self.results)
 
     def describe(self) -> str:
         return "gather()"
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (None, self.children, self.return_exceptions)
+        return (self.return_exceptions, self.pending, self.results, self.error)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.calls, self.children, self.return_exceptions = state
+        self.calls = None
+        self.return_exceptions, self.pending, self.results, self.error = state
+
+
+def _harvest(run: Run, pending: dict[int, int]) -> list[tuple[bool, Any, int, int]]:
+    """The outcomes of the branches in ``pending`` that have ended, which are forgotten (so a
+    fan-out's saved state holds only the branches still running)."""
+    ended, finished = [], []
+    for branch, index in list(pending.items()):
+        outcome = run.branch_outcome(branch)
+        if outcome is not None:
+            del pending[branch]
+            finished.append(branch)
+            ended.append((*outcome, index))
+    run.release_branches(finished)
+    return ended
 
 
 class First(Primitive):
     """The outcome of the first call to finish; the others are cancelled first."""
 
-    __slots__ = ("calls", "children", "decided")
+    __slots__ = ("calls", "decided", "pending")
 
     def __init__(self, calls: tuple[Awaitable[Any], ...]) -> None:
         self.calls: tuple[Awaitable[Any], ...] | None = calls
-        self.children: list[int] = []
+        self.pending: dict[int, int] = {}
         self.decided: Outcome | None = None
 
     async def advance(self, run: Run) -> Outcome:
         if self.calls is not None:
             calls, self.calls = self.calls, None
-            self.children = [run.start_branch(call, f"first() argument {n}")
-                             for n, call in enumerate(calls, 1)]
-        if self.decided is None:
-            done = [o for o in (run.branch_outcome(child) for child in self.children) if o]
-            if not done:
-                return WaitBranches()
-            ok, value, _ = min(done, key=lambda o: o[2])
+            self.pending = {run.start_branch(call, f"first() argument {n}"): n - 1
+                            for n, call in enumerate(calls, 1)}
+        ended = _harvest(run, self.pending)
+        if self.decided is None and ended:
+            ok, value, _, _ = min(ended, key=lambda outcome: outcome[2])
             self.decided = Deliver(value) if ok else Throw(value)
-            run.cancel_branches(self.children)
-        return _after_cancelled(run, self.children, self.decided)
+            run.cancel_branches(self.pending)
+        if self.decided is None or self.pending:  # the losers unwind before it returns
+            return WaitBranches()
+        return self.decided
 
     def describe(self) -> str:
         return "first()"
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (None, self.children, self.decided)
+        return (self.pending, self.decided)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.calls, self.children, self.decided = state
-
-
-def _after_cancelled(run: Run, children: list[int], decided: Outcome) -> Outcome:
-    """``decided``, once every branch cancelled has unwound (its ``finally`` blocks ran)."""
-    if any(run.branch_outcome(child) is None for child in children):
-        return WaitBranches()
-    run.release_branches(children)
-    return decided
+        self.calls = None
+        self.pending, self.decided = state
 
 
 class Skipped:
@@ -111,8 +121,8 @@ SKIPPED = Skipped()
 class MapRun(Primitive):
     """``fn(item)`` for every item as a branch, at most ``concurrency`` at a time."""
 
-    __slots__ = ("children", "concurrency", "decided", "fn", "items", "min_successful",
-                 "tolerated_failures")
+    __slots__ = ("concurrency", "decided", "failures", "fn", "items", "min_successful",
+                 "next", "pending", "results", "succeeded", "tolerated_failures")
 
     def __init__(self, fn: Callable[[Any], Awaitable[Any]], items: list[Any],
                  concurrency: int | None, min_successful: int | None,
@@ -122,39 +132,44 @@ class MapRun(Primitive):
         self.concurrency = concurrency
         self.min_successful = min_successful
         self.tolerated_failures = tolerated_failures
-        self.children: list[int | None] = [None] * len(items)  # branch ids, as items start
+        self.next = 0  # the first item not started
+        self.pending: dict[int, int] = {}  # branch id -> item index, while it runs
+        self.results: list[Any] = [SKIPPED] * len(items)
+        self.succeeded = 0
+        self.failures: list[tuple[int, BaseException]] = []  # (order, error)
         self.decided: Outcome | None = None  # ended early: the running items are cancelled
 
     async def advance(self, run: Run) -> Outcome:
-        started = [child for child in self.children if child is not None]
         if self.decided is not None:
-            return _after_cancelled(run, started, self.decided)
-        outcomes = [None if child is None else run.branch_outcome(child) for child in self.children]
-        succeeded = sum(1 for o in outcomes if o is not None and o[0])
-        failed = [o for o in outcomes if o is not None and not o[0]]
-        if len(failed) > self.tolerated_failures:
-            first = min(failed, key=lambda o: o[2])[1]
-            first.add_note(f"map(): {len(failed)} of {len(self.items)} items failed, "
+            return self._after_cancelled(run)
+        for ok, value, order, index in _harvest(run, self.pending):
+            self.results[index] = value
+            if ok:
+                self.succeeded += 1
+            else:
+                self.failures.append((order, value))
+        if len(self.failures) > self.tolerated_failures:
+            first = min(self.failures, key=lambda failure: failure[0])[1]
+            first.add_note(f"map(): {len(self.failures)} of {len(self.items)} items failed, "
                            f"{self.tolerated_failures} tolerated")
             self.decided = Throw(first)
-        elif self.min_successful is not None and succeeded >= self.min_successful:
-            self.decided = Deliver([SKIPPED if o is None else o[1] for o in outcomes])
+        elif self.min_successful is not None and self.succeeded >= self.min_successful:
+            self.decided = Deliver(self.results)
         if self.decided is not None:
-            run.cancel_branches(started)
-            return _after_cancelled(run, started, self.decided)
-        running = sum(1 for child, o in zip(self.children, outcomes, strict=True)
-                      if child is not None and o is None)
-        for index, child in enumerate(self.children):
-            if self.concurrency is not None and running >= self.concurrency:
-                break
-            if child is None:
-                call = self.fn(self.items[index])
-                self.children[index] = run.start_branch(call, f"map() item {index}")
-                running += 1
-        if running:
-            return WaitBranches()
-        run.release_branches(started)
-        return Deliver([o[1] for o in outcomes])
+            run.cancel_branches(self.pending)
+            return self._after_cancelled(run)
+        while self.next < len(self.items) and (self.concurrency is None
+                                               or len(self.pending) < self.concurrency):
+            call = self.fn(self.items[self.next])
+            self.pending[run.start_branch(call, f"map() item {self.next}")] = self.next
+            self.next += 1
+        return WaitBranches() if self.pending else Deliver(self.results)
+
+    def _after_cancelled(self, run: Run) -> Outcome:
+        """``decided``, once every item cancelled has unwound; they stay SKIPPED."""
+        _harvest(run, self.pending)
+        assert self.decided is not None
+        return WaitBranches() if self.pending else self.decided
 
     def describe(self) -> str:
         return f"map({getattr(self.fn, '__qualname__', self.fn)!s})"
