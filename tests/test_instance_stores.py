@@ -265,3 +265,26 @@ async def test_a_sqlite_file_of_schema_1_is_migrated_keeping_its_instances(tmp_p
         await store.close()
     with sqlite3.connect(path) as new:
         assert new.execute("SELECT version FROM durable_schema").fetchall() == [(len(MIGRATIONS),)]
+
+
+async def test_any_event_a_waiting_instance_waits_for_makes_it_runnable(store) -> None:
+    waiting = state(envelope.PAUSED, waiting_for="a")
+    waiting["waiting_events"] = ["a", "b"]  # two branches wait, for a and for b
+    await store.create("fan", waiting)
+    await store.publish("fan", "c")  # nobody waits for c
+    assert await store.claim("w", ["m:main"], 10, 30) == []
+    await store.publish("fan", "b")
+    [lease] = await store.claim("w", ["m:main"], 10, 30)
+    assert lease.instance_id == "fan"
+
+
+async def test_a_suspended_instance_is_not_claimed(store) -> None:
+    await store.create("s", state())
+    assert await store.suspend("s") is True
+    assert (await store.info("s")).status == "suspended"
+    assert await store.claim("w", ["m:main"], 10, 30) == []
+    assert await store.resume("s") is True
+    assert (await store.info("s")).status == "running"
+    assert [lease.instance_id for lease in await store.claim("w", ["m:main"], 10, 30)] == ["s"]
+    with pytest.raises(UnknownInstanceError):
+        await store.suspend("nobody")
