@@ -27,6 +27,7 @@ from durable import (
     make_durable,
 )
 from durable.stores import StateStore
+from durable.testing import VirtualClock
 
 _PAUSE = re.compile(r"^(\s*)PAUSE\((.*)\)\s*$", re.MULTILINE)
 _modules = itertools.count()
@@ -115,8 +116,9 @@ async def run_plain(module: Any, entry: str, args: tuple[Any, ...]) -> tuple[Any
 
 
 class CrashingBackend(DurableBackend):
-    def __init__(self, store: StateStore, crash: Callable[[int], bool], saves: itertools.count) -> None:
-        super().__init__(store)
+    def __init__(self, store: StateStore, crash: Callable[[int], bool], saves: itertools.count,
+                 clock: VirtualClock | None = None) -> None:
+        super().__init__(store, clock=clock)
         self.crash = crash
         self.saves = saves
 
@@ -134,15 +136,19 @@ async def run_durable(module: Any, entry: str, args: tuple[Any, ...], *,
     program = make_durable(getattr(module, entry))
     store = store if store is not None else InMemoryStateStore()
     saves = itertools.count()
+    clock = VirtualClock()
     for runs in range(1, max_runs + 1):
-        backend = CrashingBackend(store, crash, saves)
+        backend = CrashingBackend(store, crash, saves, clock)
         runtime = DurableRuntime(program, backend, "instance", save_every_await=save_every_await)
         try:
             result = outcome_of(await runtime.run(*args))
         except SimulatedCrash:
             continue
         except PauseForEventException as pause:
-            backend.publish_event("instance", pause.event)
+            if pause.event is not None:  # an event (even one with a timeout) arrives
+                backend.publish_event("instance", pause.event)
+            else:  # a timer: its time comes
+                clock.set(pause.until)
             continue
         except Exception as error:
             result = outcome_of(error=error)

@@ -9,11 +9,13 @@ a new process continues an instance; the worker tests at the end let a
 from __future__ import annotations
 
 import asyncio
+import textwrap
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from harness import load_module, run_durable, run_plain
 
 from durable import (
     Client,
@@ -452,3 +454,78 @@ async def test_a_worker_wakes_a_real_timer_without_waiting_for_its_poll(tmp_path
 async def short_nap() -> str:
     await sleep(0.2)
     return "rested"
+
+
+# --- differential: the same program with plain stand-ins ----------------------------------------
+SHIMS = """
+import inspect
+import durable
+if DURABLE:
+    from durable import RetryPolicy, gather, sleep, step, wait_for_event
+else:
+    from durable import RetryPolicy
+    gather = asyncio.gather
+
+    async def step(fn, *args, retry=None, name=None, at_most_once=False, **kwargs):
+        result = fn(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    async def sleep(seconds):
+        await asyncio.sleep(0)
+
+    async def wait_for_event(name, timeout=None, default=None):
+        return None  # what the harness publishes: no payload
+"""
+
+DIFFERENTIAL = {
+    "steps, timers and events in loops and finally": """
+        def effect(x):
+            log("effect", x)
+            return x * 3
+
+        async def helper(x):
+            value = await step(effect, x)
+            await sleep(5)
+            return value + 1
+
+        async def main():
+            total = 0
+            for i in range(3):
+                try:
+                    total += await helper(i)
+                    got = await wait_for_event(f"go{i}", timeout=60)
+                    log("got", i, got)
+                finally:
+                    log("finally", i)
+                    await sleep(1)
+            return total
+    """,
+    "a failing step caught, in a gather of branches": """
+        def boom(x):
+            log("boom", x)
+            raise KeyError(x)
+
+        async def guarded(x):
+            try:
+                return await step(boom, x)
+            except KeyError as error:
+                return f"caught {error}"
+
+        async def main():
+            results = await gather(guarded(1), guarded(2))
+            await sleep(3)
+            return results
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIFFERENTIAL))
+async def test_primitives_give_what_their_plain_stand_ins_give(name, tmp_path) -> None:
+    source = SHIMS + textwrap.dedent(DIFFERENTIAL[name])
+    expected, plain_trace = await run_plain(load_module(source, tmp_path, durable=False), "main", ())
+    result, trace, runs = await run_durable(load_module(source, tmp_path, durable=True), "main", ())
+    assert result == expected
+    if "gather" in name:  # branches interleave their effects in some order
+        trace, plain_trace = sorted(map(repr, trace)), sorted(map(repr, plain_trace))
+    assert trace == plain_trace
+    assert runs > 3  # restarted after every save, and woken for every pause
