@@ -270,8 +270,10 @@ async def _result(args: argparse.Namespace) -> int:
 
 async def _cancel(args: argparse.Namespace) -> int:
     async def act(client: Client) -> int:
-        await client.cancel(args.instance_id, args.reason)
-        print(f"cancellation sent to {args.instance_id}")
+        if await client.cancel(args.instance_id, args.reason):
+            print(f"cancellation sent to {args.instance_id}")
+        else:
+            print(f"{args.instance_id} had already ended; nothing changed")
         return 0
     return await _with_client(args, act)
 

@@ -150,12 +150,15 @@ class Client:
         await self.status(instance_id)
         return await self.store.terminate(instance_id, reason)
 
-    async def cancel(self, instance_id: str, reason: str | None = None) -> None:
+    async def cancel(self, instance_id: str, reason: str | None = None) -> bool:
         """Raise ``Cancelled(reason)`` in the instance where it waits (now, or at its next pause
         if it is running), so its ``except`` and ``finally`` blocks run; unhandled, it fails
-        with it. Unlike ``terminate``, the instance decides how it ends."""
-        await self.status(instance_id)
+        with it. Unlike ``terminate``, the instance decides how it ends. False if it had
+        ended."""
+        if (await self.status(instance_id)).status in ENDED:
+            return False
         await self.store.publish(instance_id, CANCEL_EVENT, serialization.dumps(reason))
+        return True
 
     async def suspend(self, instance_id: str) -> bool:
         """Stop scheduling the instance: events published meanwhile are kept; a run in progress
@@ -216,8 +219,8 @@ class InstanceHandle:
     async def terminate(self, reason: str) -> bool:
         return await self.client.terminate(self.instance_id, reason)
 
-    async def cancel(self, reason: str | None = None) -> None:
-        await self.client.cancel(self.instance_id, reason)
+    async def cancel(self, reason: str | None = None) -> bool:
+        return await self.client.cancel(self.instance_id, reason)
 
     async def suspend(self) -> bool:
         return await self.client.suspend(self.instance_id)

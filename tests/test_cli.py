@@ -241,3 +241,21 @@ async def test_the_console_script(modules, tmp_path, url, client) -> None:
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert (process.returncode, out, err) == (0, b"s-1\n", b"")
     assert (await client.status("s-1")).status == RUNNING
+
+
+async def test_suspend_resume_and_cancel(modules, tmp_path, url, client, flows) -> None:
+    cli = lambda *args: durable(modules, tmp_path, *args, "--store", url)  # noqa: E731
+    await client.start(flows.greet, "Ada", instance_id="c-1")
+    assert await cli("suspend", "c-1") == (0, "suspended c-1\n", "")
+    assert "status    suspended" in (await cli("status", "c-1"))[1]
+    code, out, _ = await cli("suspend", "c-1")
+    assert code == 0 and "was not running or waiting" in out
+    assert await cli("resume", "c-1") == (0, "resumed c-1\n", "")
+    assert await cli("cancel", "c-1", "no longer wanted") == (0, "cancellation sent to c-1\n", "")
+    assert [name for _, name in await client.store.events("c-1")] == ["durable:cancel"]
+    await client.terminate("c-1", "done")
+    code, out, _ = await cli("cancel", "c-1")
+    assert code == 0 and "already ended" in out
+    code, _, err = await cli("suspend", "nobody")
+    assert code == 1
+    one_error_line(err, "no instance 'nobody'")

@@ -130,6 +130,8 @@ async def test_cancel_raises_cancelled_where_the_instance_waits(store) -> None:
         with pytest.raises(Cancelled, match="'plain' was cancelled: no reason given"):
             await plain.result(timeout=30)
         assert (await plain.status()).status == "failed"
+        assert await plain.cancel() is False  # ended: nothing is sent
+        assert await store.events("plain") == []
 
         branches = await client.start(fanned, instance_id="fanned")
         await branches.wait_for_status("waiting", timeout=30)
