@@ -16,6 +16,7 @@ import inspect
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -103,10 +104,14 @@ async def test_workers_share_a_store_and_survive_a_sigkill(url, tmp_path, monkey
         await client.start(mp_program.order_program, instance, CALLS, instance_id=instance)
         if instance in early:
             await client.publish_event(instance, "first")
-    workers = [subprocess.Popen(
-        [sys.executable, "-m", "durable", "worker", "mp_program", "--store", url,
-         "--concurrency", "40", "--lease-seconds", "2"],
-        env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True) for _ in range(WORKERS)]
+    worker_logs = [tmp_path / f"worker-{n}.log" for n in range(WORKERS)]
+    workers = []
+    for worker_log in worker_logs:
+        with open(worker_log, "w") as stderr:
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "durable", "worker", "mp_program", "--store", url,
+                 "--concurrency", "40", "--lease-seconds", "2"],
+                env=env, cwd=tmp_path, stderr=stderr, text=True))
     late = [[i, "first"] for i in ids if i not in early] + [[i, "second"] for i in ids]
     publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, url, json.dumps(late)], env=env,
                                  stderr=subprocess.PIPE, text=True)
@@ -130,18 +135,25 @@ async def test_workers_share_a_store_and_survive_a_sigkill(url, tmp_path, monkey
             except subprocess.TimeoutExpired:
                 worker.kill()
         publisher.kill()
-    for worker in workers[1:]:
-        assert worker.returncode == 0, worker.stderr.read()
+    for worker, worker_log in zip(workers[1:], worker_logs[1:], strict=True):
+        assert worker.returncode == 0, worker_log.read_text()
 
     results = await asyncio.gather(*(client.result(i, wait=False) for i in ids))
     assert results == [EXPECTED] * INSTANCES
     for instance in ids:
         assert await store.events(instance) == []  # every event consumed, none twice
-    _check_log(log, ids, victim.pid)
+    _check_log(log, ids, victim.pid, _fenced_off(worker_logs))
     await store.close()
 
 
-def _check_log(log: Path, ids: list[str], killed: int) -> None:
+def _fenced_off(worker_logs: list[Path]) -> set[str]:
+    """Instances whose lease a surviving worker lost (it stalled past the lease, under load):
+    its save was refused, so what it ran since its last save runs again elsewhere."""
+    lost = re.compile(r"instance (\S+): lease \d+ was lost")
+    return {match.group(1) for path in worker_logs for match in lost.finditer(path.read_text())}
+
+
+def _check_log(log: Path, ids: list[str], killed: int, fenced_off: set[str]) -> None:
     calls: dict[tuple[str, str], list[int]] = defaultdict(list)
     for line in log.read_text().splitlines():
         instance, step, pid = line.split()
@@ -150,11 +162,12 @@ def _check_log(log: Path, ids: list[str], killed: int) -> None:
     assert set(calls) == {(i, s) for i in ids for s in steps}  # every call ran
     repeated = Counter()
     for (instance, step), pids in calls.items():
-        if len(pids) > 1:
+        if len(pids) > 1 and instance not in fenced_off:
             # Only a call the killed worker had in flight runs again, once, elsewhere.
             assert len(pids) == 2 and pids[0] == killed and pids[1] != killed, (instance, step, pids)
             repeated[instance] += 1
     assert all(count == 1 for count in repeated.values()), repeated
+    assert len(fenced_off) < len(ids) // 10, fenced_off  # a stall now and then, not the rule
     assert {pid for pids in calls.values() for pid in pids} >= {killed}
 
 
