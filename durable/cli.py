@@ -119,19 +119,19 @@ def _parser() -> argparse.ArgumentParser:
     terminate = commands.add_parser("terminate", parents=[store], help="stop an instance for good")
     terminate.add_argument("instance_id", metavar="ID")
     terminate.add_argument("reason")
-    terminate.set_defaults(command=_terminate)
+    terminate.set_defaults(command=_change, action="terminate")
 
     cancel = commands.add_parser("cancel", parents=[store],
                                  help="raise Cancelled in an instance where it waits")
     cancel.add_argument("instance_id", metavar="ID")
     cancel.add_argument("reason", nargs="?")
-    cancel.set_defaults(command=_cancel)
+    cancel.set_defaults(command=_change, action="cancel")
 
     for name, verb in (("suspend", "stop scheduling an instance"),
                        ("resume", "schedule a suspended instance again")):
         control = commands.add_parser(name, parents=[store], help=verb)
         control.add_argument("instance_id", metavar="ID")
-        control.set_defaults(command=_control, action=name)
+        control.set_defaults(command=_change, action=name)
     return parser
 
 
@@ -268,32 +268,21 @@ async def _result(args: argparse.Namespace) -> int:
     return await _with_client(args, act)
 
 
-async def _cancel(args: argparse.Namespace) -> int:
+# What each command that changes an instance prints: when it did, when there was nothing to do.
+_CHANGES = {
+    "terminate": ("terminated {}", "{} had already ended; nothing changed"),
+    "cancel": ("cancellation sent to {}", "{} had already ended; nothing changed"),
+    "suspend": ("suspended {}", "{} was not running or waiting; nothing changed"),
+    "resume": ("resumed {}", "{} was not suspended; nothing changed"),
+}
+
+
+async def _change(args: argparse.Namespace) -> int:
     async def act(client: Client) -> int:
-        if await client.cancel(args.instance_id, args.reason):
-            print(f"cancellation sent to {args.instance_id}")
-        else:
-            print(f"{args.instance_id} had already ended; nothing changed")
-        return 0
-    return await _with_client(args, act)
-
-
-async def _control(args: argparse.Namespace) -> int:
-    async def act(client: Client) -> int:
-        changed = await getattr(client, args.action)(args.instance_id)
-        done = {"suspend": "suspended", "resume": "resumed"}[args.action]
-        print(f"{done} {args.instance_id}" if changed else
-              f"{args.instance_id} was not {'running or waiting' if args.action == 'suspend' else 'suspended'}; nothing changed")
-        return 0
-    return await _with_client(args, act)
-
-
-async def _terminate(args: argparse.Namespace) -> int:
-    async def act(client: Client) -> int:
-        if await client.terminate(args.instance_id, args.reason):
-            print(f"terminated {args.instance_id}")
-        else:
-            print(f"{args.instance_id} had already ended; nothing changed")
+        reason = (args.reason,) if args.action in ("terminate", "cancel") else ()
+        changed = await getattr(client, args.action)(args.instance_id, *reason)
+        done, unchanged = _CHANGES[args.action]
+        print((done if changed else unchanged).format(args.instance_id))
         return 0
     return await _with_client(args, act)
 

@@ -53,16 +53,13 @@ def set_status(value: Any) -> SetStatus:
     return SetStatus(value)
 
 
-class ChildHandle(Primitive):
-    """A child instance. ``await handle`` (in durable code) waits for its result or error."""
+class _OfChild(Primitive):
+    """A primitive about one child instance: its id is all its state."""
 
     __slots__ = ("instance_id",)
 
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
-
-    def begin(self) -> ChildWait:
-        return ChildWait(self.instance_id)
 
     def describe(self) -> str:
         return f"the child instance {self.instance_id!r}"
@@ -72,6 +69,15 @@ class ChildHandle(Primitive):
 
     def __setstate__(self, instance_id: str) -> None:
         self.instance_id = instance_id
+
+
+class ChildHandle(_OfChild):
+    """A child instance. ``await handle`` (in durable code) waits for its result or error."""
+
+    __slots__ = ()
+
+    def begin(self) -> ChildWait:
+        return ChildWait(self.instance_id)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ChildHandle) and other.instance_id == self.instance_id
@@ -83,11 +89,8 @@ class ChildHandle(Primitive):
         return f"<ChildHandle {self.instance_id!r}>"
 
 
-class ChildWait(Primitive):
-    __slots__ = ("instance_id",)
-
-    def __init__(self, instance_id: str) -> None:
-        self.instance_id = instance_id
+class ChildWait(_OfChild):
+    __slots__ = ()
 
     async def advance(self, run: Run) -> Outcome:
         ended = await run.child_outcome(self.instance_id)
@@ -95,15 +98,6 @@ class ChildWait(Primitive):
             await run.take_event(child_event(self.instance_id), False)
             return ended
         return Suspend(child_event(self.instance_id), run.clock.time() + CHILD_RECHECK_SECONDS)
-
-    def describe(self) -> str:
-        return f"the child instance {self.instance_id!r}"
-
-    def __getstate__(self) -> str:
-        return self.instance_id
-
-    def __setstate__(self, instance_id: str) -> None:
-        self.instance_id = instance_id
 
 
 class StartChild(Primitive):
@@ -150,7 +144,6 @@ class _Started(Primitive):
             start, self.start = self.start, None
             self.child = await run.start_child(start.program, start.args, start.kwargs,
                                                start.instance_id)
-            await run.checkpoint()  # the child exists: never create another
         assert self.child is not None
         return await ChildWait(self.child).advance(run)
 
