@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 class Clock:
@@ -67,6 +67,16 @@ def _seconds(when: float | datetime) -> float:
                              "(datetime.now(timezone.utc), or with tzinfo=...)")
         return when.timestamp()
     return float(when)
+
+
+def timer_time(seconds: float) -> float:
+    """The first whole microsecond at or after ``seconds``: a timer set then survives the trip
+    through a datetime (``PauseForEventException.until``, ``VirtualClock.set``) unchanged, so
+    waking at ``until`` is never a hair too early."""
+    when = datetime.fromtimestamp(seconds, UTC)
+    if when.timestamp() < seconds:
+        when += timedelta(microseconds=1)
+    return when.timestamp()
 
 
 def as_datetime(seconds: float) -> datetime:

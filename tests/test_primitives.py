@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from harness import load_module, run_durable, run_plain
+from hypothesis import given
+from hypothesis import strategies as st
 
 from durable import (
     Client,
@@ -35,6 +37,7 @@ from durable import (
     step,
     wait_for_event,
 )
+from durable.clock import as_datetime, timer_time
 from durable.testing import VirtualClock
 
 CALLS: list[Any] = []
@@ -529,3 +532,10 @@ async def test_primitives_give_what_their_plain_stand_ins_give(name, tmp_path) -
         trace, plain_trace = sorted(map(repr, trace)), sorted(map(repr, plain_trace))
     assert trace == plain_trace
     assert runs > 3  # restarted after every save, and woken for every pause
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_timer_times_survive_the_trip_through_a_datetime(seconds: float) -> None:
+    wake_at = timer_time(seconds)
+    assert seconds <= wake_at < seconds + 2e-6  # never early, at most a microsecond late
+    assert VirtualClock(as_datetime(wake_at)).time() == wake_at  # clock.set(pause.until) fires it

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from ..clock import timer_time
 from ..errors import EventTimeout, PauseForEventException
 from .base import Deliver, Outcome, Primitive, Run, Suspend, Throw, seconds_of
 
@@ -48,7 +49,7 @@ class EventWait(Primitive):
         now = run.clock.time()
         started = self.deadline is None
         if started:
-            self.deadline = now + self.timeout
+            self.deadline = timer_time(now + self.timeout)
         if now >= self.deadline:
             if self.default is NO_DEFAULT:
                 return Throw(EventTimeout(self.event, self.timeout))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from ..clock import timer_time
 from ..errors import StepInterrupted
 from .base import Deliver, Outcome, Primitive, Run, Suspend, Throw, seconds_of
 
@@ -140,7 +141,7 @@ class StepRun(Primitive):
     def _retry_later(self, error: BaseException, run: Run) -> Outcome:
         assert self.policy is not None
         self.error = f"{type(error).__name__}: {error}"
-        self.wake_at = run.clock.time() + self.policy.delay(self.attempt)
+        self.wake_at = timer_time(run.clock.time() + self.policy.delay(self.attempt))
         return Suspend(None, self.wake_at)
 
     def describe(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ..clock import _seconds
+from ..clock import _seconds, timer_time
 from .base import Deliver, Outcome, Primitive, Run, Suspend, seconds_of
 
 
@@ -25,7 +25,7 @@ class Sleep(Primitive):
         now = run.clock.time()
         started = self.wake_at is None
         if started:
-            self.wake_at = now + (self.seconds or 0.0)
+            self.wake_at = timer_time(now + (self.seconds or 0.0))
         if now >= self.wake_at:
             return Deliver(None)
         return Suspend(None, self.wake_at, changed=started)
