@@ -28,7 +28,7 @@ class CallStack:
     def __init__(self, frames: list[FunctionCall] | None = None) -> None:
         self.frames: list[FunctionCall] = frames or []
         self._segments: list[_Segment] = []
-        self._pickler = serialization.StatePickler()
+        self._pickler: serialization.StatePickler | None = None  # made on the first save
         # Frames at or above this index may have changed since the last snapshot. Blocks only
         # ever run in the top frame, so it is marked as soon as a snapshot is taken.
         self.dirty_from = 0
@@ -78,6 +78,8 @@ class CallStack:
         for segment in older:  # they will be compared with this one: keep their memo
             segment.pickled.freeze()
         states = [frame.saved_state() for frame in self.frames[start:stop]]
+        if self._pickler is None:
+            self._pickler = serialization.StatePickler()
         return _Segment(start, stop, self._pickler.dump(states))
 
     @staticmethod
