@@ -355,7 +355,9 @@ def test_sigkill_at_random_times(tmp_path: Path, seed: int) -> None:
             if attempt < 4:  # the first runs always have more than this much napping left
                 time.sleep(rng.uniform(0, 0.08))
                 proc.send_signal(signal.SIGKILL)
-            out, err = proc.communicate(timeout=60)
+            # Through the same reader as "ready": what it buffered after that line counts too.
+            out, err = proc.stdout.read(), proc.stderr.read()
+            proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
