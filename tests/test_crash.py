@@ -43,6 +43,7 @@ import pytest
 from durable import DiskStateStore, DurableBackend
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"  # journaling, for the child
 CRASH_CODE = 86
 INSTANCE = "crash-test"
 
@@ -52,6 +53,8 @@ CHILD = textwrap.dedent('''
     import os
     import random
     import sys
+
+    from journaling import append_line
 
     from durable import DiskStateStore, DurableBackend, PauseForEventException, make_durable
 
@@ -63,12 +66,7 @@ CHILD = textwrap.dedent('''
 
 
     def journal(line):
-        fd = os.open(JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(JOURNAL, line)
 
 
     def already_crashed():
@@ -173,7 +171,7 @@ class Child:
             "crash_code": CRASH_CODE, "instance": INSTANCE, "waits": waits,
         }
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+            filter(None, [str(ROOT), str(TESTS), os.environ.get("PYTHONPATH")])))
 
     def command(self, attempt: int, **overrides) -> list[str]:
         config = dict(self.config, attempt=attempt, **overrides)

@@ -32,6 +32,8 @@ CHILD = textwrap.dedent('''
     import random
     import sys
 
+    from journaling import append_line
+
     from durable import (DurableBackend, SqliteStateStore, StepInterrupted, gather, make_durable,
                          map, step)
 
@@ -40,12 +42,7 @@ CHILD = textwrap.dedent('''
 
 
     def journal(line):
-        fd = os.open(JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(JOURNAL, line)
 
 
     def effect(branch, i):
@@ -94,7 +91,7 @@ CHILD = textwrap.dedent('''
 def test_branches_survive_sigkill_and_no_step_runs_twice(tmp_path: Path, seed: int) -> None:
     (tmp_path / "fan_child.py").write_text(CHILD)
     journal, database = tmp_path / "journal.txt", tmp_path / "fan.db"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "tests")]))
     rng = random.Random(seed)
     kills = 0
     for attempt in range(60):

@@ -84,6 +84,8 @@ CHILD = textwrap.dedent('''
     import os
     import random
     import sys
+
+    from journaling import append_line
     import time
 
     from durable import (
@@ -107,12 +109,7 @@ CHILD = textwrap.dedent('''
 
 
     def journal(line):
-        fd = os.open(CFG["journal"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(CFG["journal"], line)
 
 
     def journal_lines():
@@ -264,7 +261,8 @@ class Child:
             "crash_code": CRASH_CODE, "pause_code": PAUSE_CODE, "instance": INSTANCE,
         }
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(ROOT), str(tmp_path), os.environ.get("PYTHONPATH")])))
+            filter(None, [str(ROOT), str(tmp_path), str(ROOT / "tests"),
+                          os.environ.get("PYTHONPATH")])))
 
         self.warm: deque[subprocess.Popen[bytes]] = deque()
 
