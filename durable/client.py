@@ -151,8 +151,9 @@ class Client:
         return await self.store.terminate(instance_id, reason)
 
     async def cancel(self, instance_id: str, reason: str | None = None) -> bool:
-        """Raise ``Cancelled(reason)`` in the instance where it waits (now, or at its next pause
-        if it is running), so its ``except`` and ``finally`` blocks run; unhandled, it fails
+        """Raise ``Cancelled(reason)`` in the instance where it waits (a running one sees it
+        within about a second, at its next await), so its ``except`` and ``finally`` blocks
+        run; unhandled, it fails
         with it. Unlike ``terminate``, the instance decides how it ends. False if it had
         ended."""
         if (await self.status(instance_id)).status in ENDED:

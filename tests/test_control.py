@@ -236,3 +236,32 @@ async def test_seed_style_a_parent_pauses_until_its_child_has_ended() -> None:
     assert await child_task(orchestration_backend=backend, instance_id="direct-child") == "direct: x"
     assert await parent(["solo"], orchestration_backend=backend, instance_id="q") == [
         "solo: hi", "direct: x"]
+
+
+@make_durable
+async def busy(n: int) -> str:
+    done = 0
+    try:
+        for i in range(n):
+            done += await tick(i)  # durable calls, never a pause
+        return "all done"
+    except Cancelled as error:
+        LOG.append(("compensate", done))
+        await tick(-1)  # a compensation's own awaits are not cancelled again
+        return f"stopped after {done}: {error.reason}"
+
+
+async def tick(i: int) -> int:
+    await asyncio.sleep(0.002)
+    return 1
+
+
+async def test_a_running_instance_sees_a_cancel_at_its_next_await(store) -> None:
+    async with running_worker(store, busy) as client:
+        handle = await client.start(busy, 100_000, instance_id="busy")
+        await handle.wait_for_status("running", timeout=30)
+        await asyncio.sleep(0.2)
+        await handle.cancel("enough")
+        result = await handle.result(timeout=30)
+        assert result.startswith("stopped after ") and result.endswith(": enough"), result
+        assert LOG[0][0] == "compensate" and 0 < LOG[0][1] < 100_000

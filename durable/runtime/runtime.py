@@ -13,6 +13,7 @@ State is saved when an instance starts, after every completed durable call
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Iterable
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 
 ENDED = (envelope.COMPLETED, envelope.FAILED, envelope.TERMINATED)
+CANCEL_CHECK_SECONDS = 1.0  # how often a running instance looks for a Client.cancel
 
 
 class DurableRuntime:
@@ -73,6 +75,8 @@ class DurableRuntime:
         self.custom_status: Any = None  # set_status(): what clients see
         self._parent: str | None = None  # the instance that started this one (start_child)
         self._children = 0  # children started with a default id, to number the next
+        self._cancelled: Cancelled | None = None  # to raise at the next await of a running fiber
+        self._cancel_checked = time.monotonic()  # a running instance looks for a cancel now and then
         self._saves = 0
         self._consumed: list[str] = []  # events taken since the last snapshot
         self._saving: list[str] = []  # events in a snapshot being written
@@ -202,18 +206,31 @@ class DurableRuntime:
         found, reason = await self.take_event(CANCEL_EVENT, True)
         if not found:
             return False
+        error = Cancelled(self.instance_id, reason)
         for fiber in (self.root, *self.fibers.values()):
             awaiting = fiber.top.awaiting if fiber.outcome is None else None
             if awaiting is not None and not isinstance(awaiting, FANOUTS):
                 fiber.top.awaiting = None
-                fiber.top.delivery = Thrown(Cancelled(self.instance_id, reason))
+                fiber.top.delivery = Thrown(error)
                 fiber.suspended = None
+                self._woken.append(fiber)
                 self._progress = True
+        if not self._woken:  # nobody waits: the fiber that runs gets it at its next await
+            self._cancelled = error
         return True
+
+    def _cancel_at(self, awaitable: Any) -> Thrown:
+        """What an await delivers once the instance was cancelled while it ran: the error."""
+        if asyncio.iscoroutine(awaitable):
+            awaitable.close()  # never started
+        error, self._cancelled = self._cancelled, None
+        assert error is not None
+        return Thrown(error)
 
     async def _pause(self) -> Any:
         """Every fiber waits: save that (unless nothing changed since it was loaded), raise."""
         if await self._take_cancellation():
+            self._woken = []
             return await self._schedule([f for f in (self.root, *self.fibers.values())
                                          if f.outcome is None and f.top.awaiting is None])
         waits = [f.suspended for f in (self.root, *self.fibers.values()) if f.suspended]
@@ -265,6 +282,9 @@ class DurableRuntime:
             if kind == AWAIT:
                 frame.pc = action[1]
                 awaitable = action[2]
+                if self._cancelled is not None:  # Client.cancel: raised here instead
+                    frame.delivery = self._cancel_at(awaitable)
+                    continue
                 callee = frame_for(awaitable)
                 errors = active_errors(frame, block.handling) if handled else ()
                 if callee is not None:
@@ -315,6 +335,9 @@ class DurableRuntime:
                 await self._save(envelope.RUNNING)
             elif kind == PAUSE:
                 frame.pc = action[1]
+                if self._cancelled is not None:
+                    frame.delivery = self._cancel_at(None)
+                    continue
                 frame.awaiting = pause_wait(action[2])
                 if await self._advance(fiber, frame, resuming=False):
                     return _PARKED
@@ -481,6 +504,10 @@ class DurableRuntime:
         await self.backend.save_state(self.instance_id, state)
         for event_id in state["consumed_events"]:
             self._saving.remove(event_id)
+        if state["status"] == envelope.RUNNING and self._cancelled is None \
+                and time.monotonic() - self._cancel_checked > CANCEL_CHECK_SECONDS:
+            self._cancel_checked = time.monotonic()  # a long run sees a cancel within a second
+            await self._take_cancellation()
 
     async def _complete(self, value: Any) -> Any:
         try:
