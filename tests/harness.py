@@ -156,12 +156,19 @@ async def run_durable(module: Any, entry: str, args: tuple[Any, ...], *,
     raise AssertionError(f"no end after {max_runs} runs")
 
 
+async def run_both(source: str, directory: Path, entry: str = "main",
+                   args: tuple[Any, ...] = (), **options: Any) -> tuple[tuple[Any, list[Any]],
+                                                                        tuple[Any, list[Any], int]]:
+    """Run ``source`` plainly and durably: (outcome, trace), and (outcome, trace, runs)."""
+    plain = await run_plain(load_module(source, directory, durable=False), entry, args)
+    durable = await run_durable(load_module(source, directory, durable=True), entry, args,
+                                **options)
+    return plain, durable
+
+
 async def compare(source: str, directory: Path, entry: str = "main", args: tuple[Any, ...] = (),
                   **options: Any) -> tuple[Any, list[Any]]:
     """Assert the durable run matches the plain run; return the plain outcome and trace."""
-    plain_module = load_module(source, directory, durable=False)
-    expected = await run_plain(plain_module, entry, args)
-    durable_module = load_module(source, directory, durable=True)
-    result, trace, _ = await run_durable(durable_module, entry, args, **options)
+    expected, (result, trace, _) = await run_both(source, directory, entry, args, **options)
     assert (result, trace) == expected, f"durable {(result, trace)} != plain {expected}"
     return expected

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from harness import load_module, run_durable, run_plain
+from harness import load_module, run_both, run_durable
 
 from durable import (
     SKIPPED,
@@ -117,8 +117,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 async def test_gather_gives_what_asyncio_gather_gives(name, tmp_path) -> None:
     source = FANOUT + textwrap.dedent(CASES[name])
-    expected, plain_trace = await run_plain(load_module(source, tmp_path, durable=False), "main", ())
-    result, trace, runs = await run_durable(load_module(source, tmp_path, durable=True), "main", ())
+    (expected, plain_trace), (result, trace, runs) = await run_both(source, tmp_path)
     assert result == expected
     assert Counter(trace) == Counter(plain_trace) or set(trace) == set(plain_trace)
     uninterrupted, trace, _ = await run_durable(load_module(source, tmp_path, durable=True), "main",

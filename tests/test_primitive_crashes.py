@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from journaling import append_line
 
 from durable import DiskStateStore, DurableBackend, SqliteStateStore, serialization
 
@@ -237,15 +238,6 @@ CHILD = textwrap.dedent('''
 ''') % {"max_attempts": MAX_ATTEMPTS, "delay": RETRY_DELAY, "sleep": SLEEP}
 
 
-def journal(path: Path, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_store(kind: str, path: Path) -> SqliteStateStore | DiskStateStore:
     return SqliteStateStore(path) if kind == "sqlite" else DiskStateStore(path)
 
@@ -355,7 +347,7 @@ def drive(child: Child, store, seed: str, *, kill_chance: float, max_kills: int)
                 proc.kill()
                 proc.wait()
         if proc.returncode == -signal.SIGKILL:
-            journal(child.journal, f"killed {process}")
+            append_line(str(child.journal), f"killed {process}")
             kills += 1
             continue
         assert proc.returncode in (0, PAUSE_CODE, CRASH_CODE), (

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from harness import load_module, run_durable, run_plain
+from harness import run_both
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -525,8 +525,7 @@ DIFFERENTIAL = {
 @pytest.mark.parametrize("name", sorted(DIFFERENTIAL))
 async def test_primitives_give_what_their_plain_stand_ins_give(name, tmp_path) -> None:
     source = SHIMS + textwrap.dedent(DIFFERENTIAL[name])
-    expected, plain_trace = await run_plain(load_module(source, tmp_path, durable=False), "main", ())
-    result, trace, runs = await run_durable(load_module(source, tmp_path, durable=True), "main", ())
+    (expected, plain_trace), (result, trace, runs) = await run_both(source, tmp_path)
     assert result == expected
     if "gather" in name:  # branches interleave their effects in some order
         trace, plain_trace = sorted(map(repr, trace)), sorted(map(repr, plain_trace))

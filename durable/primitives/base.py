@@ -115,6 +115,21 @@ class Primitive:
         raise NotInDurableCode(self.describe())
 
 
+class Sentinel:
+    """A named singleton (``NO_DEFAULT``, ``SKIPPED``), pickled as a reference to the module
+    attribute of that name, so a loaded state holds the very same object."""
+
+    def __init__(self, name: str, module: str) -> None:
+        self._name = name
+        self.__module__ = module
+
+    def __reduce__(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
 def seconds_of(duration: float | timedelta, what: str) -> float:
     """A duration given as seconds or a timedelta, checked."""
     seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration

@@ -7,20 +7,9 @@ from typing import Any
 
 from ..clock import timer_time
 from ..errors import EventTimeout, PauseForEventException
-from .base import Deliver, Outcome, Primitive, Run, Suspend, Throw, seconds_of
+from .base import Deliver, Outcome, Primitive, Run, Sentinel, Suspend, Throw, seconds_of
 
-
-class _NoDefault:
-    """No default given: a timeout raises ``EventTimeout``. Pickled by reference."""
-
-    def __reduce__(self) -> str:
-        return "NO_DEFAULT"
-
-    def __repr__(self) -> str:
-        return "NO_DEFAULT"
-
-
-NO_DEFAULT = _NoDefault()
+NO_DEFAULT = Sentinel("NO_DEFAULT", __name__)  # no default given: a timeout raises EventTimeout
 
 
 class EventWait(Primitive):

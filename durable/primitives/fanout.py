@@ -13,7 +13,7 @@ import builtins
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from .base import Deliver, Outcome, Primitive, Run, Throw, WaitBranches
+from .base import Deliver, Outcome, Primitive, Run, Sentinel, Throw, WaitBranches
 
 
 class Gather(Primitive):
@@ -104,18 +104,8 @@ class First(Primitive):
         self.pending, self.decided = state
 
 
-class Skipped:
-    """Stands in a ``map`` result for an item that did not run to the end (``min_successful``
-    was reached first). Pickled by reference."""
-
-    def __reduce__(self) -> str:
-        return "SKIPPED"
-
-    def __repr__(self) -> str:
-        return "SKIPPED"
-
-
-SKIPPED = Skipped()
+# Stands in a map() result for an item that did not run to the end (min_successful came first).
+SKIPPED = Sentinel("SKIPPED", __name__)
 
 
 class MapRun(Primitive):

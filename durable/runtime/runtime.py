@@ -62,9 +62,8 @@ class DurableRuntime:
         self.backend = backend
         self.instance_id = instance_id or str(uuid.uuid4())
         self.save_every_await = save_every_await
-        self.call_stack = CallStack()  # the main fiber's frames
         self.clock: Clock = getattr(backend, "clock", None) or SYSTEM_CLOCK
-        self.root = Fiber(self, 0, self.call_stack, None)
+        self.root = Fiber(self, 0, CallStack(), None)  # the main fiber
         self.fibers: dict[int, Fiber] = {}  # the branches of fan-outs, by id
         self._next_fiber = 1
         self._completions = 0  # branches ended so far: orders their outcomes
@@ -107,10 +106,15 @@ class DurableRuntime:
         return await self._schedule([f for f in (self.root, *self.fibers.values())
                                      if f.outcome is None and f.top.awaiting is None])
 
+    @property
+    def call_stack(self) -> CallStack:
+        """The main fiber's frames (a fan-out's branches have stacks of their own)."""
+        return self.root.stack
+
     def initial_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """The state a fresh start saves, without running the program: a client creates an
         instance with it for workers to run. Bad arguments raise TypeError, as in a call."""
-        self.call_stack = self.root.stack = CallStack([self.program.new_frame(args, kwargs)])
+        self.root.stack = CallStack([self.program.new_frame(args, kwargs)])
         return self._state(envelope.RUNNING)
 
     async def fail(self, error: BaseException) -> None:
@@ -124,7 +128,7 @@ class DurableRuntime:
     def _load_fibers(self, state: dict[str, Any]) -> None:
         try:
             if state.get("fibers") is None:
-                self.call_stack = self.root.stack = CallStack.from_blobs(state["frames"])
+                self.root.stack = CallStack.from_blobs(state["frames"])
                 return
             next_fiber, saved = serialization.loads(state["fibers"])
             fibers = [Fiber.restore(self, fiber) for fiber in saved]
@@ -137,7 +141,6 @@ class DurableRuntime:
                 function=self.program.qualname,
             ) from error
         self.root = fibers[0]
-        self.call_stack = self.root.stack
         self.fibers = {fiber.id: fiber for fiber in fibers[1:]}
         self._next_fiber = next_fiber
         self._completions = max((f.outcome[2] for f in fibers if f.outcome), default=0)

@@ -42,8 +42,9 @@ from ..errors import LeaseLost, StoreError, UnknownInstanceError
 from ..waiting import wait_set
 from .base import (
     ENDED,
+    INFO_COLUMNS,
     RUNNING,
-    SUSPENDED,
+    SHOWN_STATUS,
     WAITING,
     InstanceInfo,
     InstanceStore,
@@ -102,10 +103,6 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
-_SHOWN_STATUS = (f"CASE WHEN suspended AND status IN ('{RUNNING}', '{WAITING}')"
-                 f" THEN '{SUSPENDED}' ELSE status END")
-_INFO_COLUMNS = (f"id, program, {_SHOWN_STATUS}, waiting_for, created_at, updated_at, reason,"
-                 " lease_owner, wake_at")
 _NOTIFY = f"SELECT pg_notify('{CHANNEL}', '')"
 _APPEND = f"""
     WITH added AS (
@@ -369,16 +366,16 @@ class PostgresStateStore(InstanceStore):
     async def info(self, instance_id: str) -> InstanceInfo | None:
         async with self._connection() as conn:
             row = await (await conn.execute(
-                f"SELECT {_INFO_COLUMNS} FROM durable_instances WHERE id = %s",
+                f"SELECT {INFO_COLUMNS} FROM durable_instances WHERE id = %s",
                 (_text(instance_id),))).fetchone()
         return None if row is None else _info(row)
 
     async def list(self, status: str | None = None, limit: int = 1000) -> builtins.list[InstanceInfo]:
-        where, args = ((f"WHERE {_SHOWN_STATUS} = %s", (status,)) if status is not None
+        where, args = ((f"WHERE {SHOWN_STATUS} = %s", (status,)) if status is not None
                        else ("", ()))
         async with self._connection() as conn:
             rows = await (await conn.execute(
-                f"SELECT {_INFO_COLUMNS} FROM durable_instances {where}"
+                f"SELECT {INFO_COLUMNS} FROM durable_instances {where}"
                 " ORDER BY created_at DESC, id LIMIT %s", (*args, limit))).fetchall()
         return [_info(row) for row in rows]
 

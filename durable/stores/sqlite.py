@@ -35,8 +35,9 @@ from ..errors import LeaseLost, StoreError, UnknownInstanceError
 from ..waiting import wait_set
 from .base import (
     ENDED,
+    INFO_COLUMNS,
     RUNNING,
-    SUSPENDED,
+    SHOWN_STATUS,
     WAITING,
     InstanceInfo,
     InstanceStore,
@@ -84,10 +85,6 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
-_SHOWN_STATUS = (f"CASE WHEN suspended AND status IN ('{RUNNING}', '{WAITING}')"
-                 f" THEN '{SUSPENDED}' ELSE status END")
-_INFO_COLUMNS = (f"id, program, {_SHOWN_STATUS}, waiting_for, created_at, updated_at, reason,"
-                 " lease_owner, wake_at")
 # Runnable: running, or waiting for an event that has arrived or a time that has come; and no
 # live lease on it. Parameters: the timers' now, the leases' now.
 _RUNNABLE = f"""
@@ -233,13 +230,13 @@ class SqliteStateStore(InstanceStore):
 
     async def info(self, instance_id: str) -> InstanceInfo | None:
         row = await self._read(lambda c: c.execute(
-            f"SELECT {_INFO_COLUMNS} FROM durable_instances WHERE id = ?", (instance_id,)).fetchone())
+            f"SELECT {INFO_COLUMNS} FROM durable_instances WHERE id = ?", (instance_id,)).fetchone())
         return None if row is None else InstanceInfo(*row)
 
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
-        where, args = (f"WHERE {_SHOWN_STATUS} = ?", (status,)) if status is not None else ("", ())
+        where, args = (f"WHERE {SHOWN_STATUS} = ?", (status,)) if status is not None else ("", ())
         rows = await self._read(lambda c: c.execute(
-            f"SELECT {_INFO_COLUMNS} FROM durable_instances {where}"
+            f"SELECT {INFO_COLUMNS} FROM durable_instances {where}"
             " ORDER BY created_at DESC, id LIMIT ?", (*args, limit)).fetchall())
         return [InstanceInfo(*row) for row in rows]
 
