@@ -142,7 +142,7 @@ async def test_workers_share_a_store_and_survive_a_sigkill(url, tmp_path, monkey
     assert results == [EXPECTED] * INSTANCES
     for instance in ids:
         assert await store.events(instance) == []  # every event consumed, none twice
-    _check_log(log, ids, victim.pid, _fenced_off(worker_logs))
+    _check_log(log, ids, victim.pid, worker_logs)
     await store.close()
 
 
@@ -153,7 +153,14 @@ def _fenced_off(worker_logs: list[Path]) -> set[str]:
     return {match.group(1) for path in worker_logs for match in lost.finditer(path.read_text())}
 
 
-def _check_log(log: Path, ids: list[str], killed: int, fenced_off: set[str]) -> None:
+def _mentions(worker_logs: list[Path], instance: str) -> list[str]:
+    """What the workers logged about one instance: why a call of it ran twice."""
+    return [line for path in worker_logs for line in path.read_text().splitlines()
+            if f"{instance}:" in line or f"{instance} " in line]
+
+
+def _check_log(log: Path, ids: list[str], killed: int, worker_logs: list[Path]) -> None:
+    fenced_off = _fenced_off(worker_logs)
     calls: dict[tuple[str, str], list[int]] = defaultdict(list)
     for line in log.read_text().splitlines():
         instance, step, pid = line.split()
@@ -164,7 +171,8 @@ def _check_log(log: Path, ids: list[str], killed: int, fenced_off: set[str]) -> 
     for (instance, step), pids in calls.items():
         if len(pids) > 1 and instance not in fenced_off:
             # Only a call the killed worker had in flight runs again, once, elsewhere.
-            assert len(pids) == 2 and pids[0] == killed and pids[1] != killed, (instance, step, pids)
+            assert len(pids) == 2 and pids[0] == killed and pids[1] != killed, (
+                instance, step, pids, _mentions(worker_logs, instance))
             repeated[instance] += 1
     assert all(count == 1 for count in repeated.values()), repeated
     assert len(fenced_off) < len(ids) // 10, fenced_off  # a stall now and then, not the rule

@@ -292,6 +292,53 @@ async def test_saving_consumes_events_in_the_same_transaction(store: PostgresSta
 
 # --- leases ---------------------------------------------------------------------------------------
 
+async def test_a_renewal_locks_rows_in_the_order_saves_do(
+        store: PostgresStateStore, postgres_dsn: str) -> None:
+    """A batch of saves locks its rows by id; a renewal of the same leases, given in another
+    order, must too, or the two deadlock (one of them is rolled back)."""
+    for name in ("a", "b"):
+        assert await store.create(name, state())
+    leases = sorted(await store.claim("w", [PROGRAM], 2, LONG), key=lambda lease: lease.instance_id)
+    # Enough other rows that the planner looks the leases up by index, in the order given.
+    query(postgres_dsn, "INSERT INTO durable_instances (id, program, status, state, created_at,"
+          " updated_at) SELECT 'z' || n, 'other', 'finished', '', 0, 0"
+          " FROM generate_series(1, 5000) AS n")
+    query(postgres_dsn, "ANALYZE durable_instances")
+    async with await psycopg.AsyncConnection.connect(postgres_dsn) as batch:
+        await batch.execute("SET deadlock_timeout = '100ms'")
+        await batch.execute("SELECT 1 FROM durable_instances WHERE id = 'a' FOR UPDATE")
+        renewal = asyncio.create_task(store.renew(list(reversed(leases)), LONG))
+        await asyncio.sleep(0.3)  # the renewal now waits for "a", holding nothing (or "b")
+        assert not renewal.done()
+        await batch.execute("SELECT 1 FROM durable_instances WHERE id = 'b' FOR UPDATE")
+        await batch.commit()
+    assert await asyncio.wait_for(renewal, LONG) == []  # both leases still held
+
+
+async def test_an_operation_rolled_back_by_a_deadlock_runs_again(store: PostgresStateStore) -> None:
+    """The database picks a deadlock's victim; the victim's savepoint runs again, so the save
+    succeeds instead of giving its instance back (which would re-run the program's calls)."""
+    assert await store.create("a", state())
+    tries = []
+
+    async def operation(conn: psycopg.AsyncConnection) -> str:
+        tries.append(1)
+        await conn.execute("UPDATE durable_instances SET reason = 'touched' WHERE id = 'a'")
+        if len(tries) < 3:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return "done"
+
+    assert await store._write("a", operation, wakes=False) == "done"
+    assert len(tries) == 3
+    assert (await store.info("a")).reason == "touched"
+
+    async def never_succeeds(conn: psycopg.AsyncConnection) -> None:
+        raise psycopg.errors.SerializationFailure("could not serialize access")
+
+    with pytest.raises(StoreError, match="could not serialize access"):
+        await store._write("a", never_succeeds, wakes=False)
+
+
 async def test_an_expired_lease_is_fenced_off(store: PostgresStateStore, postgres_dsn: str) -> None:
     assert await store.create("a", state())
     [stale] = await store.claim("old", [PROGRAM], 1, 0)  # expires at once

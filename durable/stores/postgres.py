@@ -58,6 +58,8 @@ from .base import (
 CHANNEL = "durable_work"
 _MIGRATION_LOCK = 0x64757261626C65  # "durable": the advisory lock migrations hold
 _MAX_BATCH = 500  # operations per group commit
+_WRITE_ATTEMPTS = 5  # tries of one operation that a deadlock or serialization failure rolled back
+_ROLLED_BACK = "40"  # the SQLSTATE class of both: transaction rollback
 _NOW = "extract(epoch FROM statement_timestamp())::float8"  # the database's clock, in seconds
 
 # Ordered (version, statements): a store brings the schema up to the last version.
@@ -148,10 +150,17 @@ _CLAIM = f"""
         lease_expires = {_NOW} + %(seconds)s, fence = u.fence + 1
     FROM picked WHERE u.id = picked.id
     RETURNING u.id, u.program, u.fence, u.updated_at"""
+# Rows are locked in the order the group-commit writer locks them (by id, code point order):
+# a renewal and a batch of saves on the same rows cannot deadlock.
 _RENEW = f"""
+    WITH held AS (
+        SELECT u.id FROM durable_instances u
+        JOIN unnest(%s::text[], %s::bigint[], %s::text[]) AS h(id, fence, owner)
+          ON u.id = h.id AND u.fence = h.fence AND u.lease_owner = h.owner
+        ORDER BY u.id COLLATE "C"
+        FOR UPDATE OF u)
     UPDATE durable_instances u SET lease_expires = {_NOW} + %s
-    FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS held(id, fence, owner)
-    WHERE u.id = held.id AND u.fence = held.fence AND u.lease_owner = held.owner
+    FROM held WHERE u.id = held.id
     RETURNING u.id, u.fence"""
 _RELEASE = f"""
     WITH released AS (
@@ -339,8 +348,8 @@ class PostgresStateStore(InstanceStore):
             return []
         async with self._connection() as conn:
             rows = await (await conn.execute(_RENEW, (
-                float(lease_seconds), [_text(lease.instance_id) for lease in leases],
-                [lease.token for lease in leases], [_text(lease.owner) for lease in leases]))
+                [_text(lease.instance_id) for lease in leases], [lease.token for lease in leases],
+                [_text(lease.owner) for lease in leases], float(lease_seconds)))
             ).fetchall()
         held = {(_untext(instance_id), fence) for instance_id, fence in rows}
         return [lease for lease in leases if (lease.instance_id, lease.token) not in held]
@@ -577,6 +586,7 @@ class PostgresStateStore(InstanceStore):
     async def _write(self, instance_id: str, operation: Operation, wakes: bool) -> Any:
         state = self._loop_state()
         future = state.loop.create_future()
+        future.add_done_callback(_retrieve)  # its caller may be gone (cancelled): no warning
         state.pending.append(_Write(instance_id, operation, future, wakes))
         if state.writer is None or state.writer.done():
             state.writer = state.loop.create_task(self._write_loop(state))
@@ -607,11 +617,7 @@ class PostgresStateStore(InstanceStore):
             with self._translate():
                 async with pool.connection() as conn, conn.transaction():
                     for write in batch:
-                        try:
-                            async with conn.transaction():
-                                outcomes.append((True, await write.operation(conn)))
-                        except Exception as error:
-                            outcomes.append((False, error))
+                        outcomes.append(await self._run_write(conn, write))
                     if any(ok and write.wakes for (ok, _), write in zip(outcomes, batch, strict=True)):
                         await conn.execute(_NOTIFY)
             self.commits += 1
@@ -627,6 +633,29 @@ class PostgresStateStore(InstanceStore):
                 write.future.set_result(value)
             else:
                 write.future.set_exception(value)
+
+    async def _run_write(self, conn: psycopg.AsyncConnection[Any], write: _Write) -> tuple[bool, Any]:
+        """One operation in its own savepoint. A deadlock or serialization failure rolls back
+        only the savepoint, so the operation runs again; other database errors become
+        StoreErrors (the caller gives the instance back, it is not the program's fault)."""
+        for _ in range(_WRITE_ATTEMPTS):
+            try:
+                async with conn.transaction():
+                    return True, await write.operation(conn)
+            except psycopg.Error as error:
+                failure = error
+                if not (error.sqlstate or "").startswith(_ROLLED_BACK):
+                    break
+                # A deadlock's victim or a serialization failure: only the savepoint was rolled
+                # back, run it again.
+            except Exception as error:
+                return False, error
+        return False, StoreError(f"{self.where}: {self._clean(failure)}")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _migrate(conn: psycopg.Connection[Any]) -> None:
