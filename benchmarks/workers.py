@@ -535,14 +535,18 @@ def checked(url: str, origin: str) -> Postgres:
 
 
 @contextlib.contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A new, empty database on the server for one run (no rows or bloat from the last one)."""
+def fresh_database(admin_url: str, template: str | None = None) -> Iterator[str]:
+    """A new, empty database on the server for one run (no rows or bloat from the last one);
+    or a copy of the database ``template`` names."""
     import psycopg
     from psycopg import sql
 
     name = f"durable_bench_{uuid.uuid4().hex[:12]}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(urlsplit(template).path[1:]))
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        admin.execute(create)
     try:
         yield urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
     finally:
