@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import workers
-from peers import BY_KEY, SEED_PATH, SYSTEMS, System
+from peers import BY_KEY, CLASSES, SEED_PATH, SYSTEMS, System
 
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
@@ -65,7 +65,7 @@ class Config:
     timeout: float = 600.0  # seconds one child may take
 
 
-FULL = Config(reps=5)
+FULL = Config(reps=3, timeout=300.0)
 QUICK = Config(reps=1, steps=(10,), recover=(10, 100), round_trips=5, holding=(1000,),
                holding_steps=5, concurrency=(1, 10), instance_steps=5, budget=30.0,
                timeout=120.0)
@@ -242,24 +242,25 @@ def best(cell: Cell, table: dict, keys: list[str]) -> tuple[str, float] | None:
 
 
 def ratios(cfg: Config, systems: list[System], table: dict) -> list[str]:
-    """Per cell and class (in memory; on disk): our best against the best peer (> 1x: ours
-    is better), and our best over the class's floor (plain Python; one fsync per step)."""
+    """Per cell and durability class: our best against the best peer of the same class
+    (> 1x: ours is better), and our best over the class's floor."""
     lines = []
     for cell in cells(cfg):
-        for in_memory, floor in ((True, "plain"), (False, "fsync")):
-            group = [s for s in systems if s.in_memory == in_memory]
+        for durability, floor in CLASSES.items():
+            group = [s for s in systems if s.durability == durability]
             mine = best(cell, table, [s.key for s in group if s.family == "durable"])
             theirs = best(cell, table, [s.key for s in group
                                         if s.family not in ("durable", "floor")])
             if mine is None:
                 continue
-            text = f"{cell.title:<28} {mine[0]:<22} {number(mine[1]):>8} {cell.unit:<8}"
+            text = (f"{cell.title:<28} {durability:<8} {mine[0]:<22} {number(mine[1]):>8} "
+                    f"{cell.unit:<8}")
             if theirs is None:
-                text += f"  no peer {'in memory' if in_memory else 'on disk'} can do this"
+                text += "  no peer of this durability can do this"
             else:
                 factor = theirs[1] / mine[1] if cell.lower_is_better else mine[1] / theirs[1]
                 text += f"  {factor:7.1f}x  vs {theirs[0]} ({number(theirs[1])})"
-            base = median_of(cell, table.get((floor, cell.title)))
+            base = median_of(cell, table.get((floor, cell.title))) if floor else None
             if base:
                 factor = mine[1] / base if cell.lower_is_better else base / mine[1]
                 text += f"; {number(factor)}x the {floor} floor"
@@ -297,14 +298,17 @@ def write_results(cfg: Config, systems: list[System], probes: dict, table: dict,
            f"- Load average at the start: {', '.join(f'{x:.2f}' for x in env['load_average'])}",
            "", "## Versions", "", "| package | version |", "|---|---|"]
     out += [f"| {package} | {version} |" for package, version in versions().items()]
-    out += ["", "## Systems", "", "| key | system | store | durability |", "|---|---|---|---|"]
+    out += ["", "## Systems", "",
+            "Grouped by durability: rows are compared within a group (memory; fsync'd to disk "
+            "before a step counts as done; written to disk without an fsync).", "",
+            "| key | class | system | store | durability |", "|---|---|---|---|---|"]
     for system in systems:
         probe = probes[system.key]
         if isinstance(probe, str):
-            out.append(f"| {system.key} | {system.family} | — | {probe} |")
+            out.append(f"| {system.key} | {system.durability} | {system.family} | — | {probe} |")
         else:
-            out.append(f"| {system.key} | {probe['label']} | {probe['store']} | "
-                       f"{probe['durability']} |")
+            out.append(f"| {system.key} | {system.durability} | {probe['label']} | "
+                       f"{probe['store']} | {probe['durability']} |")
     for scenario, heading, explain in SECTIONS:
         group = [cell for cell in cells(cfg) if cell.scenario == scenario]
         out += ["", f"## {heading}", "", explain, "",
@@ -314,8 +318,9 @@ def write_results(cfg: Config, systems: list[System], probes: dict, table: dict,
             row = [shown(cell, table[(system.key, cell.title)]) for cell in group]
             out.append(f"| {system.key} | " + " | ".join(row) + " |")
     out += ["", "## Ratios", "",
-            "Ours (the best durable store) against the best peer (> 1x: durable is better) and "
-            "against the floors (plain Python, fsync: how far above them durable is).", "",
+            "Per durability class: durable's best store against the best peer of the same "
+            "class (> 1x: durable is better), and against the class's floor (plain Python; "
+            "one fsync per step).", "",
             "```", *ratios(cfg, systems, table), "```", ""]
     return "\n".join(out)
 
@@ -408,10 +413,11 @@ def progress(message: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
-    parser.add_argument("--reps", type=int, help="repetitions (default 5; 1 with --quick)")
+    parser.add_argument("--reps", type=int, help="repetitions (default 3; 1 with --quick)")
     parser.add_argument("--only", nargs="*", choices=list(BY_KEY), help="these systems only")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--chart", type=Path, default=CHART)
+    parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
     if args.reps:
@@ -425,7 +431,8 @@ def main() -> None:
         print(f"fsync latency of the disk under test: median "
               f"{statistics.median(fsync) * 1e6:.0f} µs, min {min(fsync) * 1e6:.0f}, "
               f"max {max(fsync) * 1e6:.0f} ({len(fsync)} probes)", flush=True)
-        systems = [BY_KEY[key] for key in args.only] if args.only else SYSTEMS
+        chosen = [BY_KEY[key] for key in args.only] if args.only else SYSTEMS
+        systems = sorted(chosen, key=lambda s: list(CLASSES).index(s.durability))
         probes = {system.key: probe(system, work) for system in systems}
         for key, what in probes.items():
             if isinstance(what, str):
@@ -439,6 +446,13 @@ def main() -> None:
         env = workers.environment(pg, work)
         text = write_results(cfg, systems, probes, table, env, fsync, time.monotonic() - started)
     args.results.write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "systems": probes, "fsync": fsync, "versions": versions(),
+            "cells": [{"scenario": c.scenario, "title": c.title, "unit": c.unit}
+                      for c in cells(cfg)],
+            "results": {f"{key}|{title}": outcome.__dict__
+                        for (key, title), outcome in table.items()}}, indent=1))
     chart(cfg, systems, table, args.chart)
     print("\n".join(ratios(cfg, systems, table)))
     progress(f"wrote {args.results} and {args.chart}")

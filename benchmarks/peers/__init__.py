@@ -22,30 +22,32 @@ class System:
     module: str  # in this package
     cls: str
     family: str  # the row group: "floor", "durable", or the peer's name
+    durability: str  # the class compared within: "memory", "fsync" or "no fsync"
     needs_postgres: bool = False
-    in_memory: bool = False  # compared with plain Python; the others with the fsync floor
     path: Path | None = None  # put first on the child's sys.path
 
 
 SYSTEMS = [
-    System("plain", "floor", "PlainPython", "floor", in_memory=True),
-    System("fsync", "floor", "FsyncFloor", "floor"),
-    System("durable-memory", "ours", "DurableMemory", "durable", in_memory=True),
-    System("durable-disk", "ours", "DurableDisk", "durable"),
-    System("durable-sqlite", "ours", "DurableSqlite", "durable"),
-    System("durable-sqlite-normal", "ours", "DurableSqliteNormal", "durable"),
-    System("durable-postgres", "ours", "DurablePostgres", "durable", needs_postgres=True),
-    System("dbos-sqlite", "dbos_peer", "DbosSqlite", "DBOS"),
-    System("dbos-postgres", "dbos_peer", "DbosPostgres", "DBOS", needs_postgres=True),
-    System("aws-memory", "aws_peer", "AwsMemory", "AWS Durable Execution", in_memory=True),
-    System("aws-sqlite", "aws_peer", "AwsSqlite", "AWS Durable Execution"),
-    System("duravoke-memory", "duravoke_peer", "DuravokeMemory", "duravoke", in_memory=True),
-    System("duravoke-file", "duravoke_peer", "DuravokeFile", "duravoke"),
-    System("durable-python-memory", "seed_peer", "SeedMemory", "durable-python 0.1.1",
-           in_memory=True, path=SEED_PATH),
-    System("durable-python-disk", "seed_peer", "SeedDisk", "durable-python 0.1.1", path=SEED_PATH),
+    System("plain", "floor", "PlainPython", "floor", "memory"),
+    System("fsync", "floor", "FsyncFloor", "floor", "fsync"),
+    System("durable-memory", "ours", "DurableMemory", "durable", "memory"),
+    System("durable-disk", "ours", "DurableDisk", "durable", "fsync"),
+    System("durable-sqlite", "ours", "DurableSqlite", "durable", "fsync"),
+    System("durable-sqlite-normal", "ours", "DurableSqliteNormal", "durable", "no fsync"),
+    System("durable-postgres", "ours", "DurablePostgres", "durable", "fsync", needs_postgres=True),
+    System("dbos-sqlite", "dbos_peer", "DbosSqlite", "DBOS", "fsync"),
+    System("dbos-postgres", "dbos_peer", "DbosPostgres", "DBOS", "fsync", needs_postgres=True),
+    System("aws-memory", "aws_peer", "AwsMemory", "AWS Durable Execution", "memory"),
+    System("aws-sqlite", "aws_peer", "AwsSqlite", "AWS Durable Execution", "no fsync"),
+    System("duravoke-memory", "duravoke_peer", "DuravokeMemory", "duravoke", "memory"),
+    System("duravoke-file", "duravoke_peer", "DuravokeFile", "duravoke", "no fsync"),
+    System("durable-python-memory", "seed_peer", "SeedMemory", "durable-python 0.1.1", "memory",
+           path=SEED_PATH),
+    System("durable-python-disk", "seed_peer", "SeedDisk", "durable-python 0.1.1", "no fsync",
+           path=SEED_PATH),
 ]
 BY_KEY = {system.key: system for system in SYSTEMS}
+CLASSES = {"memory": "plain", "fsync": "fsync", "no fsync": None}  # each class's floor
 
 
 def load(system: System) -> type[Peer]:

