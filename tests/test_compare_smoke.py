@@ -36,6 +36,8 @@ CANNOT = {
     ("duravoke-memory", "recover"): "nothing survives",
     ("duravoke-memory", "roundtrips"): "no events",
     ("duravoke-file", "roundtrips"): "no events",
+    **{(f"durable-python-{store}", scenario): "not checkpointed one by one"
+       for store in ("memory", "disk") for scenario in ("steps", "holding", "throughput")},
     ("durable-python-memory", "recover"): "nothing survives",
     ("durable-python-memory", "roundtrips"): "no other process",
     ("durable-python-disk", "recover"): "does not resume",

@@ -59,6 +59,27 @@ class Rerun(AssertionError):
     """Completed steps ran again after a crash: the system restarted instead of resuming."""
 
 
+class NotCheckpointed(AssertionError):
+    """Fewer saves than steps: the steps were not made durable one by one."""
+
+
+class CountingBackend(DurableBackend):
+    """Counts saves, so a run proves each of its steps was checkpointed."""
+
+    saves = 0
+
+    async def save_state(self, instance_id: str, state: Any) -> None:
+        self.saves += 1
+        await super().save_state(instance_id, state)
+
+
+def checkpointed(backend: CountingBackend, steps: int) -> None:
+    if backend.saves < steps:
+        saves = f"{backend.saves} save{'s' if backend.saves != 1 else ''}"
+        raise NotCheckpointed(f"{saves} for {steps} steps: its steps are not "
+                              "checkpointed one by one (it saves when it pauses and ends)")
+
+
 def check(what: str, got: Any, wanted: Any) -> None:
     if got != wanted:
         raise AssertionError(f"{what}: got {got!r}, wanted {wanted!r}")
@@ -71,22 +92,26 @@ async def warm_up(backend: Any) -> None:
 
 
 async def run_steps(store: Any, n: int) -> float:
-    backend = DurableBackend(store)
+    backend = CountingBackend(store)
     await warm_up(backend)
+    backend.saves = 0
     start = time.perf_counter()
     result = await steps_program(n, orchestration_backend=backend, instance_id="steps")
     elapsed = time.perf_counter() - start
     check("steps", result, expected_steps(n))
+    checkpointed(backend, n)
     return elapsed
 
 
 async def run_holding(store: Any, m: int, n: int) -> float:
-    backend = DurableBackend(store)
+    backend = CountingBackend(store)
     await warm_up(backend)
+    backend.saves = 0
     start = time.perf_counter()
     result = await holding_program(m, n, orchestration_backend=backend, instance_id="holding")
     elapsed = time.perf_counter() - start
     check("holding", result, expected_steps(n) + m)
+    checkpointed(backend, n)
     return elapsed / n
 
 
@@ -115,12 +140,14 @@ async def resume(open_store: Any, k: int) -> float:
 
 async def run_concurrently(store: Any, instances: int, n: int) -> float:
     """Steps per second of ``instances`` instances of ``n`` steps, gathered on one loop."""
-    backend = DurableBackend(store)
+    backend = CountingBackend(store)
     await warm_up(backend)
+    backend.saves = 0
     start = time.perf_counter()
     results = await asyncio.gather(*(
         steps_program(n, orchestration_backend=backend, instance_id=f"t{index}")
         for index in range(instances)))
     elapsed = time.perf_counter() - start
     check("throughput", results, [expected_steps(n)] * instances)
+    checkpointed(backend, instances * n)
     return instances * n / elapsed
