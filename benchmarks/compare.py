@@ -198,11 +198,6 @@ def spread(values: list[float]) -> tuple[float, float, float]:
     return min(values), statistics.median(values), max(values)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def number(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
@@ -213,8 +208,8 @@ def shown(cell: Cell, outcome: Outcome) -> str:
     if outcome.why is not None and not outcome.values:
         return f"— ({outcome.why})"
     if cell.scenario == "roundtrips":
-        return (f"p50 **{number(percentile(outcome.values, 50))}**, "
-                f"p99 {number(percentile(outcome.values, 99))} (n={len(outcome.values)})")
+        return (f"p50 **{number(workers.percentile(outcome.values, 50))}**, "
+                f"p99 {number(workers.percentile(outcome.values, 99))} (n={len(outcome.values)})")
     low, mid, high = spread(outcome.values)
     runs = f", {len(outcome.values)} runs" if len(outcome.values) > 1 else ", 1 run"
     return f"**{number(mid)}** ({number(low)} to {number(high)}{runs})"
@@ -224,7 +219,7 @@ def median_of(cell: Cell, outcome: Outcome | None) -> float | None:
     if outcome is None or not outcome.values:
         return None
     if cell.scenario == "roundtrips":
-        return percentile(outcome.values, 50)
+        return workers.percentile(outcome.values, 50)
     return statistics.median(outcome.values)
 
 
