@@ -572,7 +572,6 @@ def environment(pg: Postgres, directory: Path) -> dict[str, Any]:
     env.pop("duravoke", None)
     env.update({
         "psycopg": _version("psycopg"),
-        "psycopg_pool": _version("psycopg-pool"),
         "sqlite": sqlite3.sqlite_version,
         "postgresql": pg.version or f"unavailable: {pg.why}",
         "disk_under_test": str(directory.parent),
@@ -610,8 +609,7 @@ def print_header(env: dict[str, Any], quick: bool, elapsed: float) -> None:
           f"{env['cpu']}, {env['cpu_count']} CPUs ({env['cpus_usable']} usable), "
           f"load {env['load_average']}")
     print(f"durable {env['durable']} ({env['durable_commit']}), psycopg {env['psycopg']}, "
-          f"psycopg-pool {env['psycopg_pool']}, cloudpickle {env['cloudpickle']}, "
-          f"libcst {env['libcst']}")
+          f"cloudpickle {env['cloudpickle']}, libcst {env['libcst']}")
     print(f"SQLite {env['sqlite']}, PostgreSQL {env['postgresql']}; "
           f"stores in {env['disk_under_test']}")
     print(f"mode: {'quick (numbers not meaningful)' if quick else 'full'}; "

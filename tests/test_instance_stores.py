@@ -244,29 +244,6 @@ async def test_termination_clears_the_timer(store) -> None:
     assert await store.claim("w", ["m:main"], 10, 30, now=10.0) == []
 
 
-async def test_a_sqlite_file_of_schema_1_is_migrated_keeping_its_instances(tmp_path) -> None:
-    import sqlite3
-
-    from durable.stores.sqlite import MIGRATIONS
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as old:
-        for statement in MIGRATIONS[0]:
-            old.execute(statement)
-        old.execute("CREATE TABLE durable_schema (version INTEGER NOT NULL)")
-        old.execute("INSERT INTO durable_schema VALUES (1)")
-        old.execute("INSERT INTO durable_instances (id, program, status, state, created_at,"
-                    " updated_at) VALUES ('kept', 'm:main', 'running', x'00', 1, 1)")
-    store = SqliteStateStore(path)
-    try:
-        assert (await store.info("kept")).wake_at is None
-        await store.create("new", state(envelope.PAUSED, wake_at=7.0))
-        assert await store.next_wake(["m:main"]) == 7.0
-    finally:
-        await store.close()
-    with sqlite3.connect(path) as new:
-        assert new.execute("SELECT version FROM durable_schema").fetchall() == [(len(MIGRATIONS),)]
-
-
 async def test_any_event_a_waiting_instance_waits_for_makes_it_runnable(store) -> None:
     waiting = state(envelope.PAUSED, waiting_for="a")
     waiting["waiting_events"] = ["a", "b"]  # two branches wait, for a and for b

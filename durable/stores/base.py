@@ -59,14 +59,6 @@ _BY_ENVELOPE = {"running": RUNNING, "paused": WAITING, "completed": FINISHED, "f
 ENDED = (FINISHED, FAILED, TERMINATED)
 
 
-# For the stores that keep instances in a table (SQLite, PostgreSQL): the status a client sees,
-# and the columns an InstanceInfo is made of, in its order.
-SHOWN_STATUS = (f"CASE WHEN suspended AND status IN ('{RUNNING}', '{WAITING}')"
-                f" THEN '{SUSPENDED}' ELSE status END")
-INFO_COLUMNS = (f"id, program, {SHOWN_STATUS}, waiting_for, created_at, updated_at, reason,"
-                " lease_owner, wake_at")
-
-
 def status_of(state: State) -> str:
     """The status a client sees for a saved state (its envelope says paused, we say waiting)."""
     return _BY_ENVELOPE[state["status"]]

@@ -1,0 +1,59 @@
+"""Dialect: the few places where SQLite's and PostgreSQL's SQL must differ.
+
+Statements and migrations are written once (``statements.py``, ``schema.py``),
+with ``:name`` parameters and a dialect's words where the databases differ:
+column types, the database's clock, row locks, list membership. ``render``
+turns the parameters into the driver's style. A new database is a new
+``Dialect`` plus a connection layer (see ``SqlStore``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # ':name', not a '::type' cast
+
+
+@dataclass(frozen=True)
+class Dialect:
+    # Column types.
+    blob: str  # pickled bytes
+    real: str  # seconds since the epoch
+    int64: str  # a counter
+    boolean: str  # a flag, whose default is ``false``
+    false: str
+    names: str  # a list of names, as ``list_value`` encodes it
+    event_key: str  # the events table's key: an integer that grows with every insert
+    # Words of statements.
+    now: str  # the database's clock, in seconds since the epoch (a float)
+    begin: str  # starts a transaction that writes
+    lock_rows: str  # ends a SELECT of rows to update: lock them, skip rows others hold
+    lock_row: str  # ends a SELECT of one row to update: lock it
+    schema_lock: str | None  # serialises migrations across processes, inside their transaction
+    notify: str | None  # wakes other processes' workers, inside the transaction that made work
+    errors: tuple[type[BaseException], ...]  # the driver's database errors
+
+    def render(self, sql: str) -> str:
+        """A statement written with ``:name`` parameters, as this database's driver runs it."""
+        return sql
+
+    def member(self, value: str, names: str) -> str:
+        """SQL: ``value`` is one of the list ``names`` (a parameter or a column)."""
+        raise NotImplementedError
+
+    def list_value(self, items: Sequence[Any]) -> Any:
+        """A list as a parameter or column value that ``member`` looks into."""
+        raise NotImplementedError
+
+    def rolled_back(self, error: BaseException) -> bool:
+        """True if ``error`` rolled a statement back to let another transaction through (a
+        deadlock, a serialization failure): running it again may succeed."""
+        return False
+
+
+def pyformat(sql: str) -> str:
+    """``:name`` parameters as ``%(name)s``, for drivers of the DB-API's pyformat style."""
+    return _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))

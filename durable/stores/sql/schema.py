@@ -1,0 +1,96 @@
+"""The tables of the SQL stores and their migrations, written once for every dialect.
+
+A database records the last migration it ran in ``durable_schema``; opening a
+store runs the ones after it, in one transaction, so every process sees the
+old schema or the new one. A database newer than this code is refused.
+Releases before version 3 made their own indexes per database; version 3
+replaces them with one set, so a database made by any release, migrated, has
+exactly the schema a new one gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ...errors import StoreError
+from ..base import RUNNING, WAITING
+from .dialect import Dialect
+
+# Version n of the schema is what the first n lists of statements make; ``{d.word}`` is the
+# dialect's word.
+MIGRATIONS: list[list[str]] = [
+    [  # 1: instances and their events
+        """CREATE TABLE durable_instances (
+            id TEXT PRIMARY KEY,
+            program TEXT NOT NULL,
+            status TEXT NOT NULL,
+            waiting_for TEXT,
+            state {d.blob} NOT NULL,
+            created_at {d.real} NOT NULL,
+            updated_at {d.real} NOT NULL,
+            lease_owner TEXT,
+            lease_expires {d.real},
+            fence {d.int64} NOT NULL DEFAULT 0,
+            reason TEXT
+        )""",
+        """CREATE TABLE durable_events (
+            id {d.event_key},
+            instance_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            payload {d.blob},
+            published_at {d.real} NOT NULL
+        )""",
+    ],
+    [  # 2: timers, waits of fan-out branches, suspension
+        "ALTER TABLE durable_instances ADD COLUMN wake_at {d.real}",
+        "ALTER TABLE durable_instances ADD COLUMN waits {d.names}",
+        "ALTER TABLE durable_instances ADD COLUMN suspended {d.boolean} NOT NULL"
+        " DEFAULT {d.false}",
+    ],
+    [  # 3: one set of indexes for every database (each the index of one query)
+        "DROP INDEX IF EXISTS durable_instances_by_status",
+        "DROP INDEX IF EXISTS durable_instances_by_wake",
+        "DROP INDEX IF EXISTS durable_events_by_instance",
+        # claim: unfinished instances of some programs, least recently saved first
+        "CREATE INDEX IF NOT EXISTS durable_instances_runnable ON durable_instances"
+        f" (program, updated_at) WHERE status IN ('{RUNNING}', '{WAITING}')",
+        # list: newest first
+        "CREATE INDEX IF NOT EXISTS durable_instances_by_creation"
+        " ON durable_instances (created_at)",
+        # next_wake: the earliest timer
+        "CREATE INDEX durable_instances_by_wake ON durable_instances (wake_at)"
+        f" WHERE status = '{WAITING}'",
+        # events of an instance, by name (is what it waits for there?), in publish order
+        "CREATE INDEX durable_events_by_instance ON durable_events (instance_id, name, id)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(connection: Any, d: Dialect, where: str) -> None:
+    """Bring the schema of an open database up to the last version."""
+    connection.execute(d.begin)
+    try:
+        if d.schema_lock is not None:
+            connection.execute(d.schema_lock)
+        connection.execute("CREATE TABLE IF NOT EXISTS durable_schema (version INTEGER NOT NULL)")
+        row = connection.execute("SELECT version FROM durable_schema").fetchone()
+        version = 0 if row is None else row[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{where} has durable schema version {version}; this version of "
+                             f"durable knows up to {SCHEMA_VERSION}")
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                connection.execute(statement.format(d=d))
+        if row is None:
+            connection.execute(d.render("INSERT INTO durable_schema (version) VALUES (:version)"),
+                               {"version": SCHEMA_VERSION})
+        elif version != SCHEMA_VERSION:
+            connection.execute(d.render("UPDATE durable_schema SET version = :version"),
+                               {"version": SCHEMA_VERSION})
+        connection.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(*d.errors):  # a lost connection has rolled back already
+            connection.execute("ROLLBACK")
+        raise

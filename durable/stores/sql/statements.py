@@ -1,0 +1,101 @@
+"""Every statement of the SQL stores, written once and rendered for one dialect.
+
+Parameters are ``:name``; where the databases differ, the dialect's words are
+spliced in (its clock, its row locks, list membership).
+"""
+
+from __future__ import annotations
+
+from ..base import RUNNING, SUSPENDED, WAITING
+from .dialect import Dialect
+
+# The status a client sees: a suspended instance that has not ended shows as suspended.
+SHOWN_STATUS = (f"CASE WHEN suspended AND status IN ('{RUNNING}', '{WAITING}')"
+                f" THEN '{SUSPENDED}' ELSE status END")
+# The columns an InstanceInfo is made of, in its order.
+INFO = (f"id, program, {SHOWN_STATUS}, waiting_for, created_at, updated_at, reason, lease_owner,"
+        " wake_at")
+
+
+class Statements:
+    def __init__(self, d: Dialect) -> None:
+        sql = d.render
+        # Runnable: running, or waiting for an event that has arrived or for a time that has
+        # come on the worker's clock (:timers; the runtime checks it again, so a timer never
+        # fires early); not suspended; no live lease. A lease is live until it expires.
+        runnable = f"""
+            i.status IN ('{RUNNING}', '{WAITING}') AND NOT i.suspended
+            AND (i.status = '{RUNNING}' OR i.wake_at <= :timers OR EXISTS (
+                SELECT 1 FROM durable_events e
+                WHERE e.instance_id = i.id
+                  AND (e.name = i.waiting_for OR {d.member("e.name", "i.waits")})))
+            AND (i.lease_owner IS NULL OR i.lease_expires <= {d.now})
+            AND {d.member("i.program", ":programs")}"""
+        held = "id = :id AND fence = :fence AND lease_owner = :owner"
+
+        # Instances.
+        self.load = sql("SELECT state FROM durable_instances WHERE id = :id")
+        self.exists = sql("SELECT 1 FROM durable_instances WHERE id = :id")
+        self.info = sql(f"SELECT {INFO} FROM durable_instances WHERE id = :id")
+        self.list = sql(f"SELECT {INFO} FROM durable_instances"
+                        " ORDER BY created_at DESC, id LIMIT :limit")
+        self.list_status = sql(f"SELECT {INFO} FROM durable_instances WHERE {SHOWN_STATUS} = :status"
+                               " ORDER BY created_at DESC, id LIMIT :limit")
+        columns = "program, status, waiting_for, wake_at, waits, state"
+        values = ":program, :status, :waiting_for, :wake_at, :waits, :state"
+        self.create = sql(f"""
+            INSERT INTO durable_instances (id, {columns}, created_at, updated_at)
+            VALUES (:id, {values}, {d.now}, {d.now}) ON CONFLICT (id) DO NOTHING""")
+        self.save = sql(f"""
+            INSERT INTO durable_instances (id, {columns}, created_at, updated_at)
+            VALUES (:id, {values}, {d.now}, {d.now})
+            ON CONFLICT (id) DO UPDATE SET program = excluded.program, status = excluded.status,
+                waiting_for = excluded.waiting_for, wake_at = excluded.wake_at,
+                waits = excluded.waits, state = excluded.state, updated_at = excluded.updated_at""")
+        # A save that pauses or ends the run (:ends) gives the lease back.
+        self.save_leased = sql(f"""
+            UPDATE durable_instances SET status = :status, waiting_for = :waiting_for,
+                wake_at = :wake_at, waits = :waits, state = :state, updated_at = {d.now},
+                lease_owner = CASE WHEN :ends THEN NULL ELSE lease_owner END,
+                lease_expires = CASE WHEN :ends THEN NULL ELSE lease_expires END
+            WHERE {held}""")
+        self.state_for_update = sql(
+            f"SELECT state, status FROM durable_instances WHERE id = :id{d.lock_row}")
+        self.terminate = sql(f"""
+            UPDATE durable_instances SET status = :status, waiting_for = NULL, wake_at = NULL,
+                waits = NULL, state = :state, reason = :reason, updated_at = {d.now},
+                fence = fence + 1, lease_owner = NULL, lease_expires = NULL
+            WHERE id = :id""")
+        self.suspend = sql(f"""
+            UPDATE durable_instances SET suspended = :suspended
+            WHERE id = :id AND suspended != :suspended AND status IN ('{RUNNING}', '{WAITING}')""")
+
+        # Claims and leases. The first query costs no write when nothing is runnable; the
+        # claim locks what it picks, skipping rows another transaction holds.
+        self.any_runnable = sql(f"SELECT 1 FROM durable_instances i WHERE {runnable} LIMIT 1")
+        self.claim = sql(f"""
+            WITH picked AS MATERIALIZED (
+                SELECT i.id FROM durable_instances i WHERE {runnable}
+                ORDER BY i.updated_at LIMIT :limit{d.lock_rows})
+            UPDATE durable_instances SET lease_owner = :owner,
+                lease_expires = {d.now} + :seconds, fence = fence + 1
+            WHERE id IN (SELECT id FROM picked)
+            RETURNING id, program, fence, updated_at""")
+        self.next_wake = sql(f"""
+            SELECT min(wake_at) FROM durable_instances
+            WHERE status = '{WAITING}' AND wake_at IS NOT NULL AND {d.member("program", ":programs")}""")
+        self.renew = sql(f"UPDATE durable_instances SET lease_expires = {d.now} + :seconds"
+                         f" WHERE {held}")
+        self.release = sql("UPDATE durable_instances SET lease_owner = NULL, lease_expires = NULL"
+                           f" WHERE {held}")
+
+        # Events.
+        self.publish = sql(f"""
+            INSERT INTO durable_events (instance_id, name, payload, published_at)
+            VALUES (:id, :name, :payload, {d.now}) RETURNING id""")
+        self.events = sql("SELECT id, name FROM durable_events WHERE instance_id = :id ORDER BY id")
+        self.payload = sql("SELECT payload FROM durable_events WHERE instance_id = :id"
+                           " AND id = :event")
+        self.consume = sql("DELETE FROM durable_events WHERE instance_id = :id"
+                           f" AND {d.member('id', ':events')}")
+        self.drop_events = sql("DELETE FROM durable_events WHERE instance_id = :id")

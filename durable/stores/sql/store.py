@@ -1,0 +1,388 @@
+"""SqlStore: the InstanceStore of every SQL database, written once.
+
+Claims, leases and their fencing, saves that consume events, termination,
+suspension, listing and waiting for changes are implemented here, once, on a
+DB-API connection and a ``Dialect``. A database module (``sqlite.py``,
+``postgres.py``) adds only what is its own: its dialect, how to connect, and
+how this process learns that another one changed the store.
+
+Every write goes through one ``GroupCommitWriter`` thread; reads run on a few
+reader threads of the store's own, each with its own connection, so nothing
+here belongs to an event loop: one store serves any loop or thread. A
+connection that raised a database error is closed and replaced on next use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import itertools
+import pickle
+import re
+import threading
+import time
+import weakref
+from abc import abstractmethod
+from collections.abc import Callable, Collection
+from typing import Any, ClassVar, TypeVar
+
+from ...errors import LeaseLost, StoreError, UnknownInstanceError
+from ...waiting import wait_set
+from ..base import (
+    ENDED,
+    RUNNING,
+    InstanceInfo,
+    InstanceStore,
+    Lease,
+    State,
+    consumed,
+    status_of,
+    terminated,
+)
+from .dialect import Dialect
+from .schema import migrate
+from .statements import Statements
+from .writer import Connection, GroupCommitWriter, Operation
+
+T = TypeVar("T")
+
+
+@functools.cache
+def statements(dialect: Dialect) -> Statements:
+    return Statements(dialect)
+
+
+class SqlStore(InstanceStore):
+    dialect: ClassVar[Dialect]
+    poll_interval: float | None = None  # how often wait_for_change asks ``_outside_mark``
+
+    def __init__(self, where: str, *, readers: int) -> None:
+        """``where`` names the database in messages (never with a password)."""
+        if readers < 1:
+            raise ValueError(f"readers must be at least 1, got {readers}")
+        self.where = where
+        self.sql = statements(self.dialect)
+        self._writer = GroupCommitWriter(where, self.dialect, self._open, self._failure,
+                                         self._committed)
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            readers, thread_name_prefix=f"durable reader {where}")
+        self._local = threading.local()  # each reader thread's connection
+        self._lock = threading.Lock()
+        self._connections: list[Connection] = []  # the readers', closed by close()
+        self._schema_ready = False
+        self._closed = False
+        # Waiting for changes: a count of changes seen by this process, and per event loop the
+        # event its waiters wait on; each task remembers the last change it returned for.
+        self._changes_seen = itertools.count(1)
+        self._generation = 0
+        self._waiters: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+        self._marks: weakref.WeakKeyDictionary[Any, tuple[int, object]] = weakref.WeakKeyDictionary()
+        self._first_mark: tuple[int, object] | None = None  # set once watching has begun
+        self._watch_lock = threading.Lock()
+
+    @property
+    def commits(self) -> int:
+        """Transactions the writer committed: group commit makes them fewer than saves."""
+        return self._writer.commits
+
+    # --- what a database module provides --------------------------------------------------------
+    @abstractmethod
+    def _connect(self) -> Connection:
+        """A new connection in autocommit mode (``SqlStore`` begins its transactions)."""
+
+    def _start_watching(self) -> None:
+        """Begin noticing changes other processes make (then call ``_wake``, or move
+        ``_outside_mark``). Runs once, in a thread, before the first claim or wait."""
+
+    def _outside_mark(self) -> object:
+        """A value that changes whenever another process changes the store, if there is one."""
+        return None
+
+    def _stop_watching(self) -> None:
+        """Undo ``_start_watching``, at close (in a thread)."""
+
+    def _clean(self, text: str) -> str:
+        """A message with any secret of the connection string hidden."""
+        return text
+
+    # --- the seed interface ----------------------------------------------------------------------
+    async def load(self, instance_id: str) -> State | None:
+        row = await self._read(lambda c: c.execute(self.sql.load, {"id": instance_id}).fetchone())
+        return None if row is None else pickle.loads(row[0])
+
+    async def save(self, instance_id: str, state: State) -> None:
+        columns, done = self._columns(instance_id, state), self._consumed(state)
+
+        def upsert(c: Connection) -> None:
+            c.execute(self.sql.save, columns)
+            self._consume(c, instance_id, done)
+        await self._write(instance_id, upsert, wakes=_ends_run(state))
+
+    # --- events ----------------------------------------------------------------------------------
+    def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
+        return self._writer.submit(instance_id, self._publish(instance_id, event, payload),
+                                   wakes=True).result()
+
+    async def publish(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
+        return await self._write(instance_id, self._publish(instance_id, event, payload), wakes=True)
+
+    def _publish(self, instance_id: str, event: str, payload: bytes | None) -> Operation[str]:
+        params = {"id": instance_id, "name": event, "payload": payload}
+        return lambda c: str(c.execute(self.sql.publish, params).fetchone()[0])
+
+    async def events(self, instance_id: str) -> list[tuple[str, str]]:
+        rows = await self._read(lambda c: c.execute(self.sql.events, {"id": instance_id}).fetchall())
+        return [(str(event_id), name) for event_id, name in rows]
+
+    async def payload(self, instance_id: str, event_id: str) -> bytes | None:
+        params = {"id": instance_id, "event": int(event_id)}
+        row = await self._read(lambda c: c.execute(self.sql.payload, params).fetchone())
+        return None if row is None else row[0]
+
+    # --- instances -------------------------------------------------------------------------------
+    async def create(self, instance_id: str, state: State) -> bool:
+        columns = self._columns(instance_id, state)
+        return await self._write(
+            instance_id, lambda c: c.execute(self.sql.create, columns).rowcount == 1, wakes=True)
+
+    async def claim(self, owner: str, programs: Collection[str], limit: int,
+                    lease_seconds: float, now: float | None = None) -> list[Lease]:
+        if not programs or limit <= 0:
+            return []
+        await self._watch()  # whatever changes after this look wakes the worker
+        params = {"programs": self.dialect.list_value(list(programs)), "limit": limit,
+                  "timers": time.time() if now is None else now}
+        if not await self._read(lambda c: c.execute(self.sql.any_runnable, params).fetchone()):
+            return []  # the common case costs no write
+        params |= {"owner": owner, "seconds": float(lease_seconds)}
+        rows = await self._write("", lambda c: c.execute(self.sql.claim, params).fetchall(),
+                                 wakes=False)
+        rows.sort(key=lambda row: (row[3], row[0]))
+        return [Lease(instance_id, program, fence, owner) for instance_id, program, fence, _ in rows]
+
+    async def next_wake(self, programs: Collection[str]) -> float | None:
+        params = {"programs": self.dialect.list_value(list(programs))}
+        row = await self._read(lambda c: c.execute(self.sql.next_wake, params).fetchone())
+        return None if row is None else row[0]
+
+    async def renew(self, leases: Collection[Lease], lease_seconds: float) -> list[Lease]:
+        # Rows are locked in id order, as a batch of saves locks them: the two cannot deadlock.
+        ordered = sorted(leases, key=lambda lease: lease.instance_id)
+        if not ordered:
+            return []
+
+        def extend(c: Connection) -> list[Lease]:
+            return [lease for lease in ordered if c.execute(
+                self.sql.renew, {**_held(lease), "seconds": float(lease_seconds)}).rowcount == 0]
+        return await self._write(ordered[0].instance_id, extend, wakes=False)
+
+    async def save_leased(self, lease: Lease, state: State) -> None:
+        ends = _ends_run(state)
+        params = {**self._columns(lease.instance_id, state), **_held(lease), "ends": ends}
+        done = self._consumed(state)
+
+        def update(c: Connection) -> None:
+            if c.execute(self.sql.save_leased, params).rowcount == 0:
+                raise LeaseLost(lease.instance_id, lease.token)
+            self._consume(c, lease.instance_id, done)
+        await self._write(lease.instance_id, update, wakes=ends)
+
+    async def release(self, lease: Lease) -> None:
+        await self._write(lease.instance_id, lambda c: c.execute(self.sql.release, _held(lease)),
+                          wakes=True)
+
+    async def info(self, instance_id: str) -> InstanceInfo | None:
+        row = await self._read(lambda c: c.execute(self.sql.info, {"id": instance_id}).fetchone())
+        return None if row is None else InstanceInfo(*row)
+
+    async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
+        if status is None:
+            query, params = self.sql.list, {"limit": limit}
+        else:
+            query, params = self.sql.list_status, {"limit": limit, "status": status}
+        rows = await self._read(lambda c: c.execute(query, params).fetchall())
+        return [InstanceInfo(*row) for row in rows]
+
+    async def terminate(self, instance_id: str, reason: str) -> bool:
+        def stop(c: Connection) -> bool:
+            row = c.execute(self.sql.state_for_update, {"id": instance_id}).fetchone()
+            if row is None:
+                raise UnknownInstanceError(instance_id, self.where)
+            if row[1] in ENDED:
+                return False
+            state = terminated(pickle.loads(row[0]), reason)
+            c.execute(self.sql.terminate, {"id": instance_id, "status": status_of(state),
+                                           "state": _dump(state), "reason": reason})
+            c.execute(self.sql.drop_events, {"id": instance_id})
+            return True
+        return await self._write(instance_id, stop, wakes=True)
+
+    async def suspend(self, instance_id: str) -> bool:
+        return await self._set_suspended(instance_id, True)
+
+    async def resume(self, instance_id: str) -> bool:
+        return await self._set_suspended(instance_id, False)
+
+    async def _set_suspended(self, instance_id: str, suspended: bool) -> bool:
+        def update(c: Connection) -> bool:
+            if c.execute(self.sql.exists, {"id": instance_id}).fetchone() is None:
+                raise UnknownInstanceError(instance_id, self.where)
+            return c.execute(self.sql.suspend,
+                             {"id": instance_id, "suspended": suspended}).rowcount == 1
+        return await self._write(instance_id, update, wakes=not suspended)
+
+    # --- waiting for changes ---------------------------------------------------------------------
+    async def wait_for_change(self, timeout: float) -> None:
+        """Each task sees each change once: it remembers the last one it returned for."""
+        if self._closed:
+            raise self._failure(StoreError("the store is closed"))
+        await self._watch()
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        while True:
+            woken = self._waiters.setdefault(loop, asyncio.Event())  # before the look: no wake lost
+            mark = (self._generation, self._outside_mark())
+            left = deadline - time.monotonic()
+            if mark != self._marks.get(task, self._first_mark) or left <= 0:
+                self._marks[task] = mark
+                return
+            await wait_set(woken, left if self.poll_interval is None
+                           else min(left, self.poll_interval))
+
+    async def _watch(self) -> None:
+        if self._first_mark is None:
+            await asyncio.to_thread(self._watch_once)
+
+    def _watch_once(self) -> None:
+        with self._watch_lock:
+            if self._first_mark is None:
+                self._start_watching()
+                self._first_mark = (0, self._outside_mark())
+
+    def _wake(self) -> None:
+        """Something changed: wake every waiter, in any loop. Safe from any thread."""
+        self._generation = next(self._changes_seen)
+        for loop in list(self._waiters):
+            try:
+                loop.call_soon_threadsafe(self._fire, loop)
+            except RuntimeError:  # that loop is closed
+                self._waiters.pop(loop, None)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        woken = self._waiters.pop(loop, None)
+        if woken is not None:
+            woken.set()
+
+    def _committed(self, wakes: bool) -> None:
+        """After each commit: work it made wakes this process's waiters at once; a database
+        that announces work itself (NOTIFY) wakes them through that."""
+        if wakes and self.dialect.notify is None:
+            self._wake()
+
+    # --- closing ---------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Commit the writes queued so far, then close every connection and thread."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._writer.close)
+        await asyncio.to_thread(self._readers.shutdown)
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            with contextlib.suppress(Exception):
+                connection.close()
+        with self._watch_lock:
+            if self._first_mark is not None:
+                await asyncio.to_thread(self._stop_watching)
+
+    # --- connections, reads and writes -----------------------------------------------------------
+    def _open(self) -> Connection:
+        """A new connection, the schema brought up to date on the first."""
+        try:
+            connection = self._connect()
+        except self.dialect.errors as error:
+            raise self._failure(error) from None
+        if not self._schema_ready:
+            try:
+                with self._lock:
+                    if not self._schema_ready:
+                        migrate(connection, self.dialect, self.where)
+                        self._schema_ready = True
+            except BaseException as error:
+                with contextlib.suppress(Exception):
+                    connection.close()
+                if isinstance(error, self.dialect.errors):
+                    raise self._failure(error) from None
+                raise
+        return connection
+
+    async def _read(self, query: Callable[[Connection], T]) -> T:
+        if self._closed:
+            raise self._failure(StoreError("the store is closed"))
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, self._run_read, query)
+        except RuntimeError as error:
+            if self._closed:  # closed while this read was on its way
+                raise self._failure(StoreError("the store is closed")) from None
+            raise error
+
+    def _run_read(self, query: Callable[[Connection], T]) -> T:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._open()
+            with self._lock:
+                self._connections.append(connection)
+            self._local.connection = connection
+        try:
+            return query(connection)
+        except self.dialect.errors as error:
+            self._local.connection = None
+            with self._lock:
+                self._connections.remove(connection)
+            with contextlib.suppress(Exception):
+                connection.close()
+            raise self._failure(error) from None
+
+    async def _write(self, key: str, operation: Operation[T], wakes: bool) -> T:
+        """Run ``operation`` in the writer's next transaction. If the caller is cancelled before
+        the writer takes it, it does not run; once taken, it runs to its end."""
+        return await asyncio.wrap_future(self._writer.submit(key, operation, wakes))
+
+    def _failure(self, error: BaseException) -> StoreError:
+        """A database error as the StoreError callers see: naming the database, no secret."""
+        text = re.sub(r"\s+", " ", str(error).strip() or type(error).__name__)
+        return StoreError(f"{self.where}: {self._clean(text)}")
+
+    # --- rows ------------------------------------------------------------------------------------
+    def _columns(self, instance_id: str, state: State) -> dict[str, Any]:
+        """The columns a saved state sets."""
+        waits = state.get("waiting_events")
+        return {"id": instance_id, "program": state.get("program", ""), "status": status_of(state),
+                "waiting_for": state.get("waiting_for"), "wake_at": state.get("wake_at"),
+                "waits": self.dialect.list_value(waits) if waits else None, "state": _dump(state)}
+
+    def _consumed(self, state: State) -> Any:
+        """The events a saved state consumed (each saved as a number), as ``_consume`` takes them."""
+        ids = [int(event_id) for event_id in consumed(state) if event_id.isdigit()]
+        return self.dialect.list_value(ids) if ids else None
+
+    def _consume(self, c: Connection, instance_id: str, events: Any) -> None:
+        if events is not None:
+            c.execute(self.sql.consume, {"id": instance_id, "events": events})
+
+
+def _held(lease: Lease) -> dict[str, Any]:
+    return {"id": lease.instance_id, "fence": lease.token, "owner": lease.owner}
+
+
+def _ends_run(state: State) -> bool:
+    """A save that is not of a running instance ends its lease (and may be what a client awaits)."""
+    return status_of(state) != RUNNING
+
+
+def _dump(state: State) -> bytes:
+    return pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
