@@ -102,7 +102,7 @@ class Client:
         """Running, waiting (``waiting_for`` names the event), finished, failed or terminated."""
         info = await self.store.info(instance_id)
         if info is None:
-            raise UnknownInstanceError(instance_id, repr(self.store))
+            raise UnknownInstanceError(instance_id, self.store.where)
         return info
 
     async def wait_for_status(self, instance_id: str, *statuses: str,
@@ -138,7 +138,7 @@ class Client:
             raise InstanceNotEnded(instance_id, info.status, info.waiting_for)
         state = await self.store.load(instance_id)
         if state is None:  # pragma: no cover - deleted between the two reads
-            raise UnknownInstanceError(instance_id, repr(self.store))
+            raise UnknownInstanceError(instance_id, self.store.where)
         return outcome(state, instance_id)
 
     async def terminate(self, instance_id: str, reason: str) -> bool:

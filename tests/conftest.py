@@ -20,3 +20,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stats = reporter.stats if reporter is not None else {}
     if (stats.get("skipped") or stats.get("xfailed")) and exitstatus == 0:
         session.exitstatus = 1
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A store that workers and clients share, on each database: SQLite in a file of its own,
+    PostgreSQL in a fresh database (``postgres_dsn``)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'durable.db'}"
+    return request.getfixturevalue("postgres_dsn")
+
+
+@pytest.fixture
+async def store(store_url: str):
+    """The store at ``store_url``, closed after the test. A test file may define its own."""
+    from durable.stores import open_store
+
+    opened = open_store(store_url)
+    yield opened
+    await opened.close()

@@ -14,7 +14,6 @@ from durable import (
     InstanceTerminated,
     PauseForEventException,
     SerializationError,
-    SqliteStateStore,
     StoreError,
     UnknownInstanceError,
     make_durable,
@@ -43,13 +42,6 @@ async def add(a: int, b: int) -> int:
 @pytest.fixture(autouse=True)
 def _fresh_calls():
     CALLS.clear()
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = SqliteStateStore(tmp_path / "client.db")
-    yield store
-    await store.close()
 
 
 @pytest.fixture
@@ -114,7 +106,7 @@ async def test_unknown_instances_are_errors_that_name_the_store(client, store) -
                  client.result("nope", wait=False), client.terminate("nope", "why")):
         with pytest.raises(UnknownInstanceError, match="nope") as raised:
             await call
-        assert str(store.path) in str(raised.value)
+        assert store.where in str(raised.value)
 
 
 async def test_result_of_an_unfinished_instance(client) -> None:

@@ -19,7 +19,6 @@ from durable import (
     DurableBackend,
     InMemoryStateStore,
     PauseForEventException,
-    SqliteStateStore,
     Worker,
     call_child,
     gather,
@@ -28,7 +27,6 @@ from durable import (
     start_child,
     wait_for_event,
 )
-from durable.stores import open_store
 
 LOG: list[Any] = []
 
@@ -36,16 +34,6 @@ LOG: list[Any] = []
 @pytest.fixture(autouse=True)
 def _fresh_log():
     LOG.clear()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        opened = SqliteStateStore(tmp_path / "control.db")
-    else:
-        opened = open_store(request.getfixturevalue("postgres_dsn"))
-    yield opened
-    await opened.close()
 
 
 @contextlib.asynccontextmanager

@@ -14,20 +14,10 @@ from typing import Any
 
 import pytest
 
-from durable import LeaseLost, SqliteStateStore, UnknownInstanceError
+from durable import LeaseLost, UnknownInstanceError
 from durable.runtime import envelope
-from durable.stores import InstanceStore, open_store
+from durable.stores import open_store
 from durable.stores.base import terminated
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request, tmp_path):
-    if request.param == "sqlite":
-        opened: InstanceStore = SqliteStateStore(tmp_path / "durable.db")
-    else:
-        opened = open_store(request.getfixturevalue("postgres_dsn"))
-    yield opened
-    await opened.close()
 
 
 def state(status: str = envelope.RUNNING, program: str = "m:main", waiting_for: str | None = None,
@@ -198,9 +188,9 @@ async def test_a_publish_wakes_a_waiting_worker(store) -> None:
     assert [lease.instance_id for lease in await store.claim("w", ["m:main"], 1, 30)] == ["i"]
 
 
-async def test_a_change_from_another_store_object_wakes_a_waiter(store) -> None:
+async def test_a_change_from_another_store_object_wakes_a_waiter(store, store_url) -> None:
     # Another object over the same database: to a store, the same as another process.
-    other = SqliteStateStore(store.path) if isinstance(store, SqliteStateStore) else open_store(store.dsn)
+    other = open_store(store_url)
     try:
         await store.wait_for_change(0)
         waiter = asyncio.create_task(store.wait_for_change(60))

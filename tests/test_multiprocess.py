@@ -25,8 +25,6 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pytest
-
 from durable import Client, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,14 +78,7 @@ PUBLISHER = textwrap.dedent('''
 EXPECTED = sum(step + 1 for step in range(CALLS)) + 101 + 201
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'durable.db'}"
-    return request.getfixturevalue("postgres_dsn")
-
-
-async def test_workers_share_a_store_and_survive_a_sigkill(url, tmp_path, monkeypatch) -> None:
+async def test_workers_share_a_store_and_survive_a_sigkill(store_url, tmp_path, monkeypatch) -> None:
     (tmp_path / "mp_program.py").write_text(PROGRAM)
     log = tmp_path / "calls.log"
     monkeypatch.setenv("DURABLE_MP_LOG", str(log))
@@ -95,7 +86,7 @@ async def test_workers_share_a_store_and_survive_a_sigkill(url, tmp_path, monkey
     import mp_program
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
-    store = open_store(url)
+    store = open_store(store_url)
     client = Client(store)
     ids = [f"order-{n}" for n in range(INSTANCES)]
     rng = random.Random(1)
@@ -109,11 +100,11 @@ async def test_workers_share_a_store_and_survive_a_sigkill(url, tmp_path, monkey
     for worker_log in worker_logs:
         with open(worker_log, "w") as stderr:
             workers.append(subprocess.Popen(
-                [sys.executable, "-m", "durable", "worker", "mp_program", "--store", url,
+                [sys.executable, "-m", "durable", "worker", "mp_program", "--store", store_url,
                  "--concurrency", "40", "--lease-seconds", "2"],
                 env=env, cwd=tmp_path, stderr=stderr, text=True))
     late = [[i, "first"] for i in ids if i not in early] + [[i, "second"] for i in ids]
-    publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, url, json.dumps(late)], env=env,
+    publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, store_url, json.dumps(late)], env=env,
                                  stderr=subprocess.PIPE, text=True)
     try:
         victim = workers[0]

@@ -20,11 +20,11 @@ from durable import (
     InstanceTerminated,
     PauseForEventException,
     SerializationError,
-    SqliteStateStore,
     Worker,
     make_durable,
 )
 from durable.runtime.runtime import DurableRuntime
+from durable.stores import open_store
 from durable.stores.base import FAILED, FINISHED, RUNNING, TERMINATED, WAITING
 from durable.worker import LeasedBackend
 
@@ -99,13 +99,6 @@ async def unsaveable(name: str) -> bool:
 def _fresh_records():
     for record in (STEPS, ACTIVE, MOST_ACTIVE, STARTS, GATES, ENTERED):
         record.clear()
-
-
-@pytest.fixture
-async def store(tmp_path):
-    store = SqliteStateStore(tmp_path / "worker.db")
-    yield store
-    await store.close()
 
 
 @pytest.fixture
@@ -253,11 +246,11 @@ async def test_a_worker_stopped_before_it_runs_returns(store) -> None:
     await asyncio.wait_for(worker.run(), 60)
 
 
-async def test_two_workers_never_run_one_instance_at_once(tmp_path, client, store) -> None:
+async def test_two_workers_never_run_one_instance_at_once(store_url, client, store) -> None:
     names = [f"p-{n}" for n in range(24)]
     for name in names:
         await client.start(steps, name, 5, instance_id=name)
-    other_store = SqliteStateStore(tmp_path / "worker.db")  # as another process would
+    other_store = open_store(store_url)  # as another process would
     try:
         async with running(Worker(store, [steps], concurrency=3, name="one")), \
                 running(Worker(other_store, [steps], concurrency=3, name="two")):
@@ -271,10 +264,10 @@ async def test_two_workers_never_run_one_instance_at_once(tmp_path, client, stor
         assert [STEPS[name, n] for n in range(5)] == [1] * 5, name
 
 
-async def test_leases_are_renewed_while_an_instance_runs(client, store, tmp_path) -> None:
+async def test_leases_are_renewed_while_an_instance_runs(client, store, store_url) -> None:
     opened = gate("r-1")
     handle = await client.start(gated, "r-1", instance_id="r-1")
-    other_store = SqliteStateStore(tmp_path / "worker.db")
+    other_store = open_store(store_url)
     try:
         async with running(Worker(store, [gated], lease_seconds=1.0, name="holder")):
             await asyncio.wait_for(ENTERED["r-1"].wait(), 60)

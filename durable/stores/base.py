@@ -100,6 +100,11 @@ class InstanceStore(StateStore, EventLog):
     newer state. Saving a paused, finished or failed state ends the lease.
     """
 
+    @property
+    def where(self) -> str:
+        """How messages name this store (never with a password)."""
+        return repr(self)
+
     @abstractmethod
     async def create(self, instance_id: str, state: State) -> bool:
         """Insert a new instance unless the id exists; True if this call created it."""

@@ -6,13 +6,13 @@ claims that lock what they pick and skip rows others hold; a deadlock's
 victim runs again), connecting with psycopg (names with NUL characters,
 which PostgreSQL text cannot hold, are stored escaped), and waking other
 processes: work is announced with ``NOTIFY durable_work`` in the
-transaction that makes it, and a thread of each store ``LISTEN``s for it.
-Everything else is ``SqlStore``'s.
+transaction that makes it (or right after, for a write of one statement),
+and a thread of each store ``LISTEN``s for it. Everything else is
+``SqlStore``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import logging
 import os
@@ -29,6 +29,7 @@ from psycopg.types.string import StrDumperUnknown, TextLoader
 
 from ..errors import StoreError
 from .sql import Dialect, SqlStore
+from .sql.connections import close_quietly
 from .sql.dialect import pyformat
 
 CHANNEL = "durable_work"
@@ -42,6 +43,10 @@ logger = logging.getLogger("durable.store")
 class PostgresDialect(Dialect):
     def render(self, sql: str) -> str:
         return pyformat(sql)
+
+    def execute_together(self, connection: Any, statements: list[str]) -> None:
+        if statements:
+            connection.execute("; ".join(statements))
 
     def member(self, value: str, names: str) -> str:
         return f"{value} = ANY({names})"
@@ -60,7 +65,7 @@ POSTGRES = PostgresDialect(
     now="extract(epoch FROM statement_timestamp())::float8",
     begin="BEGIN", lock_rows=" FOR UPDATE SKIP LOCKED", lock_row=" FOR UPDATE",
     schema_lock=f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",
-    notify=f"SELECT pg_notify('{CHANNEL}', '')", errors=(psycopg.Error,))
+    notify=f"SELECT pg_notify('{CHANNEL}', '')", errors=(psycopg.Error,), many_writers=True)
 
 
 class PostgresStateStore(SqlStore):
@@ -113,21 +118,19 @@ class _Listener:
 
     def __init__(self, store: PostgresStateStore) -> None:
         self.store = store
-        self._stop, self._stopper = socket.socketpair()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Listen now (raising a StoreError if the database cannot be reached), then go on in
         a thread of its own."""
         connection = self._listen()
+        self._stop, self._stopper = socket.socketpair()  # a byte on it stops the thread
         self._thread = threading.Thread(target=self._run, args=(connection,), daemon=True,
                                         name=f"durable listener {self.store.where}")
         self._thread.start()
 
     def stop(self) -> None:
         self._stopper.send(b"x")
-        if self._thread is not None:
-            self._thread.join()
+        self._thread.join()
         self._stop.close()
         self._stopper.close()
 
@@ -150,24 +153,29 @@ class _Listener:
                     readable, _, _ = select.select([connection.fileno(), self._stop], [], [])
                     if self._stop in readable:
                         return
-                    if sum(1 for _ in connection.notifies(timeout=0)):
+                    if _received(connection):
                         self.store._wake()
                 except (psycopg.Error, StoreError, OSError) as error:
                     failure = error if isinstance(error, StoreError) else self.store._failure(error)
                     logger.warning("listening for work again after: %s", failure)
                     if connection is not None:
-                        _close(connection)
+                        close_quietly(connection)
                         connection = None
                     if select.select([self._stop], [], [], _RELISTEN_SECONDS)[0]:
                         return
         finally:
             if connection is not None:
-                _close(connection)
+                close_quietly(connection)
 
 
-def _close(connection: psycopg.Connection[Any]) -> None:
-    with contextlib.suppress(Exception):
-        connection.close()
+def _received(connection: psycopg.Connection[Any]) -> bool:
+    """Read what the server sent (the socket is readable): True if it held a notification."""
+    pgconn = connection.pgconn
+    pgconn.consume_input()
+    received = False
+    while pgconn.notifies() is not None:
+        received = True
+    return received
 
 
 class _NulSafeDumper(StrDumperUnknown):

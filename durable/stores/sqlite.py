@@ -38,7 +38,7 @@ SQLITE = SqliteDialect(
     event_key="INTEGER PRIMARY KEY AUTOINCREMENT",
     now="durable_now()",  # this machine's clock: every process of the store runs on it
     begin="BEGIN IMMEDIATE", lock_rows="", lock_row="",  # a write transaction holds the file
-    schema_lock=None, notify=None, errors=(sqlite3.Error,))
+    schema_lock=None, notify=None, errors=(sqlite3.Error,), many_writers=False)
 
 
 def _now() -> float:
@@ -58,10 +58,12 @@ class SqliteStateStore(SqlStore):
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
-        self._watcher: sqlite3.Connection | None = None
-        self._watcher_lock = threading.Lock()
         super().__init__(f"SQLite database {str(self.path)!r}", readers=readers)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The first connection makes the file (in WAL mode) and its schema before any other
+        # opens it; it then watches for other processes' commits.
+        self._watcher: sqlite3.Connection | None = self._open()
+        self._watcher_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
@@ -70,7 +72,7 @@ class SqliteStateStore(SqlStore):
         connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                      check_same_thread=False)
         try:
-            connection.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(connection)
             connection.execute(f"PRAGMA synchronous = {self.synchronous}")
             connection.create_function("durable_now", 0, _now)
         except BaseException:
@@ -78,13 +80,24 @@ class SqliteStateStore(SqlStore):
             raise
         return connection
 
-    def _start_watching(self) -> None:
-        self._watcher = self._open()
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Switching a new file to WAL needs it to oneself, and SQLite does not wait for that:
+        processes opening the file at once try again, for as long as they would wait for a lock."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     def _outside_mark(self) -> int:
         """Changes when any other connection (other processes, our writer) commits."""
         with self._watcher_lock:
-            assert self._watcher is not None
+            if self._watcher is None:
+                raise self._failure(StoreError("the store is closed"))
             return self._watcher.execute("PRAGMA data_version").fetchone()[0]
 
     def _stop_watching(self) -> None:

@@ -35,10 +35,20 @@ class Dialect:
     schema_lock: str | None  # serialises migrations across processes, inside their transaction
     notify: str | None  # wakes other processes' workers, inside the transaction that made work
     errors: tuple[type[BaseException], ...]  # the driver's database errors
+    # Whether transactions of many connections write at once (PostgreSQL's row locks), or
+    # one at a time (SQLite's file lock): then every write takes the lock first (``begin``),
+    # goes through the store's writer, and a claim looks before it takes the lock.
+    many_writers: bool
 
     def render(self, sql: str) -> str:
         """A statement written with ``:name`` parameters, as this database's driver runs it."""
         return sql
+
+    def execute_together(self, connection: Any, statements: list[str]) -> None:
+        """Run statements that take no parameters, in order (in one round trip where the
+        database can)."""
+        for statement in statements:
+            connection.execute(statement)
 
     def member(self, value: str, names: str) -> str:
         """SQL: ``value`` is one of the list ``names`` (a parameter or a column)."""

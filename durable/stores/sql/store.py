@@ -7,16 +7,14 @@ DB-API connection and a ``Dialect``. A database module (``sqlite.py``,
 how this process learns that another one changed the store.
 
 Every write goes through one ``GroupCommitWriter`` thread; reads run on a few
-reader threads of the store's own, each with its own connection, so nothing
-here belongs to an event loop: one store serves any loop or thread. A
-connection that raised a database error is closed and replaced on next use.
+reader threads of the store's own (``Readers``), each with its own connection,
+so nothing here belongs to an event loop: one store serves any loop or thread.
+A connection that raised a database error is closed and replaced on next use.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import functools
 import itertools
 import pickle
@@ -41,12 +39,16 @@ from ..base import (
     status_of,
     terminated,
 )
+from .connections import Connection, Operation, close_quietly
 from .dialect import Dialect
+from .readers import Readers
+from .replies import ToLoop, ToThread
 from .schema import migrate
 from .statements import Statements
-from .writer import Connection, GroupCommitWriter, Operation
+from .writer import GroupCommitWriter, Write
 
 T = TypeVar("T")
+_FIRST_POLL = 0.001  # seconds: the first look for other processes' changes in a wait
 
 
 @functools.cache
@@ -62,15 +64,12 @@ class SqlStore(InstanceStore):
         """``where`` names the database in messages (never with a password)."""
         if readers < 1:
             raise ValueError(f"readers must be at least 1, got {readers}")
-        self.where = where
+        self._where = where
         self.sql = statements(self.dialect)
         self._writer = GroupCommitWriter(where, self.dialect, self._open, self._failure,
                                          self._committed)
-        self._readers = concurrent.futures.ThreadPoolExecutor(
-            readers, thread_name_prefix=f"durable reader {where}")
-        self._local = threading.local()  # each reader thread's connection
-        self._lock = threading.Lock()
-        self._connections: list[Connection] = []  # the readers', closed by close()
+        self._readers = Readers(readers, where, self._open, self.dialect.errors, self._failure)
+        self._schema_lock = threading.Lock()
         self._schema_ready = False
         self._closed = False
         # Waiting for changes: a count of changes seen by this process, and per event loop the
@@ -81,6 +80,10 @@ class SqlStore(InstanceStore):
         self._marks: weakref.WeakKeyDictionary[Any, tuple[int, object]] = weakref.WeakKeyDictionary()
         self._first_mark: tuple[int, object] | None = None  # set once watching has begun
         self._watch_lock = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        return self._where
 
     @property
     def commits(self) -> int:
@@ -101,7 +104,7 @@ class SqlStore(InstanceStore):
         return None
 
     def _stop_watching(self) -> None:
-        """Undo ``_start_watching``, at close (in a thread)."""
+        """At close (in a thread): stop noticing other processes' changes."""
 
     def _clean(self, text: str) -> str:
         """A message with any secret of the connection string hidden."""
@@ -109,7 +112,7 @@ class SqlStore(InstanceStore):
 
     # --- the seed interface ----------------------------------------------------------------------
     async def load(self, instance_id: str) -> State | None:
-        row = await self._read(lambda c: c.execute(self.sql.load, {"id": instance_id}).fetchone())
+        row = await self._query(lambda c: c.execute(self.sql.load, {"id": instance_id}).fetchone())
         return None if row is None else pickle.loads(row[0])
 
     async def save(self, instance_id: str, state: State) -> None:
@@ -122,30 +125,34 @@ class SqlStore(InstanceStore):
 
     # --- events ----------------------------------------------------------------------------------
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
-        return self._writer.submit(instance_id, self._publish(instance_id, event, payload),
-                                   wakes=True).result()
+        reply = ToThread()
+        self._writer.submit(Write(instance_id, self._publish(instance_id, event, payload), reply,
+                                  wakes=True, atomic=True))
+        return reply.future.result()
 
     async def publish(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
-        return await self._write(instance_id, self._publish(instance_id, event, payload), wakes=True)
+        return await self._write(instance_id, self._publish(instance_id, event, payload),
+                                 wakes=True, atomic=True)
 
     def _publish(self, instance_id: str, event: str, payload: bytes | None) -> Operation[str]:
         params = {"id": instance_id, "name": event, "payload": payload}
-        return lambda c: str(c.execute(self.sql.publish, params).fetchone()[0])
+        return lambda c: str(c.execute(self.sql.publish, params).fetchall()[0][0])
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
-        rows = await self._read(lambda c: c.execute(self.sql.events, {"id": instance_id}).fetchall())
+        rows = await self._query(lambda c: c.execute(self.sql.events, {"id": instance_id}).fetchall())
         return [(str(event_id), name) for event_id, name in rows]
 
     async def payload(self, instance_id: str, event_id: str) -> bytes | None:
         params = {"id": instance_id, "event": int(event_id)}
-        row = await self._read(lambda c: c.execute(self.sql.payload, params).fetchone())
+        row = await self._query(lambda c: c.execute(self.sql.payload, params).fetchone())
         return None if row is None else row[0]
 
     # --- instances -------------------------------------------------------------------------------
     async def create(self, instance_id: str, state: State) -> bool:
         columns = self._columns(instance_id, state)
         return await self._write(
-            instance_id, lambda c: c.execute(self.sql.create, columns).rowcount == 1, wakes=True)
+            instance_id, lambda c: c.execute(self.sql.create, columns).rowcount == 1, wakes=True,
+            atomic=True)
 
     async def claim(self, owner: str, programs: Collection[str], limit: int,
                     lease_seconds: float, now: float | None = None) -> list[Lease]:
@@ -153,18 +160,23 @@ class SqlStore(InstanceStore):
             return []
         await self._watch()  # whatever changes after this look wakes the worker
         params = {"programs": self.dialect.list_value(list(programs)), "limit": limit,
-                  "timers": time.time() if now is None else now}
-        if not await self._read(lambda c: c.execute(self.sql.any_runnable, params).fetchone()):
-            return []  # the common case costs no write
-        params |= {"owner": owner, "seconds": float(lease_seconds)}
-        rows = await self._write("", lambda c: c.execute(self.sql.claim, params).fetchall(),
-                                 wakes=False)
+                  "timers": time.time() if now is None else now, "owner": owner,
+                  "seconds": float(lease_seconds)}
+
+        def take(c: Connection) -> list[Any]:
+            return c.execute(self.sql.claim, params).fetchall()
+        if self.dialect.many_writers:
+            rows = await self._query(take)  # one statement: a transaction of its own
+        elif await self._query(lambda c: c.execute(self.sql.any_runnable, params).fetchone()):
+            rows = await self._write("", take, wakes=False, atomic=True)
+        else:
+            return []  # the common case takes no write lock
         rows.sort(key=lambda row: (row[3], row[0]))
         return [Lease(instance_id, program, fence, owner) for instance_id, program, fence, _ in rows]
 
     async def next_wake(self, programs: Collection[str]) -> float | None:
         params = {"programs": self.dialect.list_value(list(programs))}
-        row = await self._read(lambda c: c.execute(self.sql.next_wake, params).fetchone())
+        row = await self._query(lambda c: c.execute(self.sql.next_wake, params).fetchone())
         return None if row is None else row[0]
 
     async def renew(self, leases: Collection[Lease], lease_seconds: float) -> list[Lease]:
@@ -191,10 +203,10 @@ class SqlStore(InstanceStore):
 
     async def release(self, lease: Lease) -> None:
         await self._write(lease.instance_id, lambda c: c.execute(self.sql.release, _held(lease)),
-                          wakes=True)
+                          wakes=True, atomic=True)
 
     async def info(self, instance_id: str) -> InstanceInfo | None:
-        row = await self._read(lambda c: c.execute(self.sql.info, {"id": instance_id}).fetchone())
+        row = await self._query(lambda c: c.execute(self.sql.info, {"id": instance_id}).fetchone())
         return None if row is None else InstanceInfo(*row)
 
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
@@ -202,7 +214,7 @@ class SqlStore(InstanceStore):
             query, params = self.sql.list, {"limit": limit}
         else:
             query, params = self.sql.list_status, {"limit": limit, "status": status}
-        rows = await self._read(lambda c: c.execute(query, params).fetchall())
+        rows = await self._query(lambda c: c.execute(query, params).fetchall())
         return [InstanceInfo(*row) for row in rows]
 
     async def terminate(self, instance_id: str, reason: str) -> bool:
@@ -235,12 +247,16 @@ class SqlStore(InstanceStore):
 
     # --- waiting for changes ---------------------------------------------------------------------
     async def wait_for_change(self, timeout: float) -> None:
-        """Each task sees each change once: it remembers the last one it returned for."""
+        """Each task sees each change once: it remembers the last one it returned for.
+
+        Where other processes' changes are polled for, the first looks come quickly (1 ms,
+        then twice as long each time, up to ``poll_interval``): work tends to follow work."""
         if self._closed:
             raise self._failure(StoreError("the store is closed"))
         await self._watch()
         task, loop = asyncio.current_task(), asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
+        poll = _FIRST_POLL
         while True:
             woken = self._waiters.setdefault(loop, asyncio.Event())  # before the look: no wake lost
             mark = (self._generation, self._outside_mark())
@@ -248,8 +264,12 @@ class SqlStore(InstanceStore):
             if mark != self._marks.get(task, self._first_mark) or left <= 0:
                 self._marks[task] = mark
                 return
-            await wait_set(woken, left if self.poll_interval is None
-                           else min(left, self.poll_interval))
+            if self.poll_interval is None:
+                await wait_set(woken, left)
+            else:
+                poll = min(poll, self.poll_interval)
+                await wait_set(woken, min(left, poll))
+                poll *= 2
 
     async def _watch(self) -> None:
         if self._first_mark is None:
@@ -260,6 +280,10 @@ class SqlStore(InstanceStore):
             if self._first_mark is None:
                 self._start_watching()
                 self._first_mark = (0, self._outside_mark())
+
+    def _unwatch(self) -> None:
+        with self._watch_lock:
+            self._stop_watching()
 
     def _wake(self) -> None:
         """Something changed: wake every waiter, in any loop. Safe from any thread."""
@@ -288,15 +312,8 @@ class SqlStore(InstanceStore):
             return
         self._closed = True
         await asyncio.to_thread(self._writer.close)
-        await asyncio.to_thread(self._readers.shutdown)
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            with contextlib.suppress(Exception):
-                connection.close()
-        with self._watch_lock:
-            if self._first_mark is not None:
-                await asyncio.to_thread(self._stop_watching)
+        await asyncio.to_thread(self._readers.close)
+        await asyncio.to_thread(self._unwatch)
 
     # --- connections, reads and writes -----------------------------------------------------------
     def _open(self) -> Connection:
@@ -307,50 +324,31 @@ class SqlStore(InstanceStore):
             raise self._failure(error) from None
         if not self._schema_ready:
             try:
-                with self._lock:
+                with self._schema_lock:
                     if not self._schema_ready:
                         migrate(connection, self.dialect, self.where)
                         self._schema_ready = True
             except BaseException as error:
-                with contextlib.suppress(Exception):
-                    connection.close()
+                close_quietly(connection)
                 if isinstance(error, self.dialect.errors):
                     raise self._failure(error) from None
                 raise
         return connection
 
-    async def _read(self, query: Callable[[Connection], T]) -> T:
-        if self._closed:
-            raise self._failure(StoreError("the store is closed"))
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._readers, self._run_read, query)
-        except RuntimeError as error:
-            if self._closed:  # closed while this read was on its way
-                raise self._failure(StoreError("the store is closed")) from None
-            raise error
+    async def _query(self, query: Callable[[Connection], T]) -> T:
+        """Run ``query`` on a reader thread's connection: each statement a transaction."""
+        reply = ToLoop()
+        self._readers.submit(query, reply)
+        return await reply.future
 
-    def _run_read(self, query: Callable[[Connection], T]) -> T:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._open()
-            with self._lock:
-                self._connections.append(connection)
-            self._local.connection = connection
-        try:
-            return query(connection)
-        except self.dialect.errors as error:
-            self._local.connection = None
-            with self._lock:
-                self._connections.remove(connection)
-            with contextlib.suppress(Exception):
-                connection.close()
-            raise self._failure(error) from None
-
-    async def _write(self, key: str, operation: Operation[T], wakes: bool) -> T:
-        """Run ``operation`` in the writer's next transaction. If the caller is cancelled before
-        the writer takes it, it does not run; once taken, it runs to its end."""
-        return await asyncio.wrap_future(self._writer.submit(key, operation, wakes))
+    async def _write(self, key: str, operation: Operation[T], wakes: bool,
+                     atomic: bool = False) -> T:
+        """Run ``operation`` in the writer's next transaction (``atomic``: it is one statement).
+        If the caller is cancelled before the writer takes it, it does not run; once taken, it
+        runs to its end."""
+        reply = ToLoop()
+        self._writer.submit(Write(key, operation, reply, wakes, atomic))
+        return await reply.future
 
     def _failure(self, error: BaseException) -> StoreError:
         """A database error as the StoreError callers see: naming the database, no secret."""

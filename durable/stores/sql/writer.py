@@ -7,15 +7,14 @@ fsync. Writes run in the order of their instance ids, so two writers lock
 rows in the same order and cannot deadlock each other; one that the database
 rolled back anyway (a deadlock's victim, a serialization failure) runs again.
 
-A write whose caller has gone (its future was cancelled before the write
-began) is skipped. The thread never dies of a write: if it dies all the same,
+A write whose caller has gone (cancelled before the write began) is
+skipped. The thread never dies of a write: if it dies all the same,
 it fails the writes it held, says so in the log, and a new thread takes over
 the queue.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import queue
@@ -25,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ...errors import StoreError
+from .connections import Connection, Operation, close_quietly
 from .dialect import Dialect
+from .replies import Reply
 
 T = TypeVar("T")
-Connection = Any  # a DB-API connection in autocommit mode: transactions are ours to begin
-Operation = Callable[[Connection], T]
 
 MAX_BATCH = 500  # writes per transaction
 ATTEMPTS = 5  # runs of a write that the database rolled back to let another through
@@ -37,12 +36,13 @@ ATTEMPTS = 5  # runs of a write that the database rolled back to let another thr
 logger = logging.getLogger("durable.store")
 
 
-@dataclass
+@dataclass(slots=True)
 class Write(Generic[T]):
     key: str  # the instance it writes: the order of row locks
     operation: Operation[T]
-    future: concurrent.futures.Future[T]
+    reply: Reply
     wakes: bool  # it makes work for workers (a start, an event, an ended lease)
+    atomic: bool  # it is one statement: alone in a batch, it needs no transaction of its own
 
 
 class _Stop:
@@ -66,15 +66,13 @@ class GroupCommitWriter:
         self._lock = threading.Lock()
         self._closed = False
 
-    def submit(self, key: str, operation: Operation[T], wakes: bool) -> concurrent.futures.Future[T]:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+    def submit(self, write: Write[Any]) -> None:
         with self._lock:  # nothing is queued behind close's stop
             if self._closed:
                 raise self.failure(StoreError("the store is closed"))
-            self._queue.put(Write(key, operation, future, wakes))
+            self._queue.put(write)
             if self._thread is None or not self._thread.is_alive():
                 self._start()
-        return future
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread (blocks until it has)."""
@@ -101,21 +99,23 @@ class GroupCommitWriter:
                 if held:
                     if connection is None:
                         connection = self._connect(held)
-                    if connection is not None and not self._commit(connection, held):
-                        _close(connection)  # it failed mid-transaction: start afresh
+                    alone = len(held) == 1 and held[0].atomic and self.dialect.many_writers
+                    commit = self._alone if alone else self._commit
+                    if connection is not None and not commit(connection, held):
+                        close_quietly(connection)  # it failed mid-transaction: start afresh
                         connection = None
                     held = []
         except BaseException as error:  # a bug, or the thread was killed: never hang a caller
             logger.error("the writer of %s died; a new one takes over", self.name, exc_info=error)
             for write in held:
-                _settle(write.future, False, self.failure(StoreError(
+                write.reply.send(False, self.failure(StoreError(
                     f"the writer died before this write was known to be committed: {error!r}")))
             if not stop:
                 with self._lock:
                     self._start()
         finally:
             if connection is not None:
-                _close(connection)
+                close_quietly(connection)
 
     def _take(self) -> tuple[list[Write[Any]], bool]:
         """The next batch (waiting for its first write), without writes whose caller has gone."""
@@ -125,8 +125,7 @@ class GroupCommitWriter:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        writes = [item for item in items
-                  if isinstance(item, Write) and item.future.set_running_or_notify_cancel()]
+        writes = [item for item in items if isinstance(item, Write) and item.reply.taken()]
         return writes, any(isinstance(item, _Stop) for item in items)
 
     def _connect(self, writes: list[Write[Any]]) -> Connection | None:
@@ -135,62 +134,96 @@ class GroupCommitWriter:
         except Exception as error:
             failure = error if isinstance(error, StoreError) else self.failure(error)
             for write in writes:
-                _settle(write.future, False, failure)
+                write.reply.send(False, failure)
             return None
 
+    def _alone(self, connection: Connection, writes: list[Write[Any]]) -> bool:
+        """One write of one statement, where writers need not take a lock first: it runs as
+        its own transaction, and the announcement of the work it made, if any, follows its
+        commit. False if the database failed."""
+        [write] = writes
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                value = write.operation(connection)
+            except Exception as error:
+                if self._again(error, attempt):
+                    continue
+                write.reply.send(False, self._answer(error))
+                return not isinstance(error, self.dialect.errors)
+            break
+        self.commits += 1
+        write.reply.send(True, value)
+        if write.wakes and self.dialect.notify is not None:
+            try:
+                connection.execute(self.dialect.notify)
+            except self.dialect.errors:
+                return False
+        self.committed(write.wakes)
+        return True
+
     def _commit(self, connection: Connection, writes: list[Write[Any]]) -> bool:
-        """Run the writes in one transaction; False if the transaction itself failed."""
+        """Run the writes in one transaction; False if the transaction itself failed.
+
+        Statements that take no parameters (begin, savepoints, commit) wait in ``control``
+        and go with the next ones: one round trip where the database allows it."""
         writes.sort(key=lambda write: write.key)
+        savepoints = len(writes) > 1  # a lone write's transaction is its savepoint
+        control = [self.dialect.begin]
         outcomes: list[tuple[bool, Any]] = []
         try:
-            connection.execute(self.dialect.begin)
-            outcomes = [self._run_one(connection, write) for write in writes]
+            outcomes = [self._run_one(connection, write, control, savepoints) for write in writes]
             wakes = any(ok and write.wakes for (ok, _), write in zip(outcomes, writes, strict=True))
-            if wakes and self.dialect.notify is not None:
-                connection.execute(self.dialect.notify)
-            connection.execute("COMMIT")
+            commits = savepoints or outcomes[0][0]  # else the lone write was rolled back
+            if commits:
+                if wakes and self.dialect.notify is not None:
+                    control.append(self.dialect.notify)
+                control.append("COMMIT")
+            self.dialect.execute_together(connection, control)
         except self.dialect.errors as error:
             with contextlib.suppress(*self.dialect.errors):
                 connection.execute("ROLLBACK")
             failure = self.failure(StoreError(
                 f"the transaction failed, nothing of it was saved: {error}"))
             for write in writes:
-                _settle(write.future, False, failure)
+                write.reply.send(False, failure)
             return False
-        self.commits += 1
+        self.commits += commits
         for (ok, value), write in zip(outcomes, writes, strict=True):
-            _settle(write.future, ok, value)
+            write.reply.send(ok, value)
         self.committed(wakes)
         return True
 
-    def _run_one(self, connection: Connection, write: Write[Any]) -> tuple[bool, Any]:
-        """One write in its own savepoint: (True, its result) or (False, its error)."""
+    def _run_one(self, connection: Connection, write: Write[Any], control: list[str],
+                 savepoints: bool) -> tuple[bool, Any]:
+        """One write, in a savepoint of its own: (True, its result) or (False, its error).
+        Leaves in ``control`` what must follow it."""
         for attempt in range(1, ATTEMPTS + 1):
-            connection.execute("SAVEPOINT write")
+            if savepoints:
+                control.append("SAVEPOINT write")
+            self.dialect.execute_together(connection, control)
+            control.clear()
             try:
                 value = write.operation(connection)
             except Exception as error:
-                connection.execute("ROLLBACK TO SAVEPOINT write")
-                connection.execute("RELEASE SAVEPOINT write")
-                if not isinstance(error, self.dialect.errors):
-                    return False, error  # the operation's own answer (LeaseLost, ...)
-                if attempt == ATTEMPTS or not self.dialect.rolled_back(error):
-                    return False, self.failure(error)
-                continue
-            connection.execute("RELEASE SAVEPOINT write")
+                again = self._again(error, attempt)
+                if savepoints:
+                    control += ["ROLLBACK TO SAVEPOINT write", "RELEASE SAVEPOINT write"]
+                else:
+                    control += ["ROLLBACK", self.dialect.begin] if again else ["ROLLBACK"]
+                if again:
+                    continue
+                return False, self._answer(error)
+            if savepoints:
+                control.append("RELEASE SAVEPOINT write")
             return True, value
         raise AssertionError("unreachable")
 
+    def _again(self, error: Exception, attempt: int) -> bool:
+        """Run a write again: the database rolled it back to let another transaction through."""
+        return (isinstance(error, self.dialect.errors) and attempt < ATTEMPTS
+                and self.dialect.rolled_back(error))
 
-def _settle(future: concurrent.futures.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
-
-
-def _close(connection: Connection) -> None:
-    with contextlib.suppress(Exception):
-        connection.close()
+    def _answer(self, error: Exception) -> Exception:
+        """What the caller of a failed write gets: the operation's own error (LeaseLost, ...),
+        or a database error as a StoreError."""
+        return self.failure(error) if isinstance(error, self.dialect.errors) else error
