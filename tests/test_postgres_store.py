@@ -230,6 +230,45 @@ async def test_work_that_ends_a_lease_wakes_other_workers(
         await worker.close()
 
 
+# --- connections the server closed -------------------------------------------------------------
+
+def _close_from_the_server(dsn: str) -> int:
+    """Terminate every other connection to this database (a restart, an idle timeout)."""
+    [(count,)] = query(dsn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    return count
+
+
+async def test_connections_the_server_closed_are_replaced_before_they_fail_a_call(
+        store: PostgresStateStore, postgres_dsn: str) -> None:
+    assert await store.create("a", state())
+    assert await store.load("a") is not None
+    await store.wait_for_change(0)  # listening
+    await asyncio.sleep(1.2)  # long enough unused that a connection is checked before use
+    assert _close_from_the_server(postgres_dsn) >= 3  # the writer's, a reader's, the listener's
+    assert (await store.load("a"))["saves"] == 0
+    await store.save("a", state(saves=1))
+    assert (await store.load("a"))["saves"] == 1
+    # The listener listens again, and wakes its waiters (what it missed may be work) ...
+    started = time.monotonic()
+    await store.wait_for_change(LONG)
+    assert time.monotonic() - started < LONG / 2
+    # ... and hears what other processes announce again.
+    other = PostgresStateStore(postgres_dsn)
+
+    async def publish_later() -> None:
+        await asyncio.sleep(0.3)
+        await other.publish("a", "go")
+    try:
+        publisher = asyncio.create_task(publish_later())
+        started = time.monotonic()
+        await store.wait_for_change(LONG)
+        assert 0.25 < time.monotonic() - started < LONG / 2  # woken by the publish
+        await publisher
+    finally:
+        await other.close()
+
+
 # --- group commit ---------------------------------------------------------------------------------
 
 def _transactions_that_wrote(dsn: str, table: str = "durable_instances") -> int | None:

@@ -144,11 +144,13 @@ class _Listener:
         return connection
 
     def _run(self, connection: psycopg.Connection[Any] | None) -> None:
+        failing = False  # the last attempt to listen again failed: wait before the next
         try:
             while True:
                 try:
                     if connection is None:
                         connection = self._listen()
+                        failing = False
                         self.store._wake()
                     readable, _, _ = select.select([connection.fileno(), self._stop], [], [])
                     if self._stop in readable:
@@ -161,8 +163,9 @@ class _Listener:
                     if connection is not None:
                         close_quietly(connection)
                         connection = None
-                    if select.select([self._stop], [], [], _RELISTEN_SECONDS)[0]:
+                    if failing and select.select([self._stop], [], [], _RELISTEN_SECONDS)[0]:
                         return
+                    failing = True
         finally:
             if connection is not None:
                 close_quietly(connection)

@@ -1,7 +1,7 @@
 """The reader threads of a store: each runs queries on a connection of its own.
 
-Queries wait in one queue; a thread opens its connection on its first query
-and, after a database error, closes it and opens a new one on the next.
+Queries wait in one queue; each thread keeps a connection (``Kept``): opened
+on its first query, checked after a pause, replaced after a database error.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import StoreError
-from .connections import close_quietly
+from .connections import Kept
 from .replies import Reply
 
 Query = Callable[[Any], Any]
@@ -55,29 +55,23 @@ class Readers:
             thread.join()
 
     def _run(self) -> None:
-        connection = None
+        kept = Kept(self.connect, self.errors)
         try:
             while (work := self._next()) is not None:
                 query, reply = work
                 if not reply.taken():
                     continue
                 try:
-                    if connection is None:
-                        connection = self.connect()
-                    reply.send(True, query(connection))
+                    reply.send(True, query(kept.get()))
                 except self.errors as error:
-                    if connection is not None:
-                        close_quietly(connection)
-                        connection = None
+                    kept.drop()
                     reply.send(False, self.failure(error))
                 except BaseException as error:
                     reply.send(False, error)
                     if not isinstance(error, Exception):
                         raise
         finally:
-            if connection is not None:
-                close_quietly(connection)
-
+            kept.drop()
 
     def _next(self) -> tuple[Query, Reply] | None:
         with self._lock:

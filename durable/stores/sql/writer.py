@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ...errors import StoreError
-from .connections import Connection, Operation, close_quietly
+from .connections import Connection, Kept, Operation
 from .dialect import Dialect
 from .replies import Reply
 
@@ -90,20 +90,18 @@ class GroupCommitWriter:
         self._thread.start()
 
     def _run(self) -> None:
-        connection = None
+        kept = Kept(self.connect, self.dialect.errors)
         held: list[Write[Any]] = []
         stop = False
         try:
             while not stop:
                 held, stop = self._take()
                 if held:
-                    if connection is None:
-                        connection = self._connect(held)
+                    connection = self._connect(kept, held)
                     alone = len(held) == 1 and held[0].atomic and self.dialect.many_writers
                     commit = self._alone if alone else self._commit
                     if connection is not None and not commit(connection, held):
-                        close_quietly(connection)  # it failed mid-transaction: start afresh
-                        connection = None
+                        kept.drop()  # it failed mid-transaction: start afresh
                     held = []
         except BaseException as error:  # a bug, or the thread was killed: never hang a caller
             logger.error("the writer of %s died; a new one takes over", self.name, exc_info=error)
@@ -114,8 +112,7 @@ class GroupCommitWriter:
                 with self._lock:
                     self._start()
         finally:
-            if connection is not None:
-                close_quietly(connection)
+            kept.drop()
 
     def _take(self) -> tuple[list[Write[Any]], bool]:
         """The next batch (waiting for its first write), without writes whose caller has gone."""
@@ -128,9 +125,9 @@ class GroupCommitWriter:
         writes = [item for item in items if isinstance(item, Write) and item.reply.taken()]
         return writes, any(isinstance(item, _Stop) for item in items)
 
-    def _connect(self, writes: list[Write[Any]]) -> Connection | None:
+    def _connect(self, kept: Kept, writes: list[Write[Any]]) -> Connection | None:
         try:
-            return self.connect()
+            return kept.get()
         except Exception as error:
             failure = error if isinstance(error, StoreError) else self.failure(error)
             for write in writes:
@@ -183,7 +180,7 @@ class GroupCommitWriter:
             with contextlib.suppress(*self.dialect.errors):
                 connection.execute("ROLLBACK")
             failure = self.failure(StoreError(
-                f"the transaction failed, nothing of it was saved: {error}"))
+                f"the transaction failed before it was known to commit: {error}"))
             for write in writes:
                 write.reply.send(False, failure)
             return False
