@@ -42,9 +42,10 @@ def workers_rows(path: Path, side: str, values: Values, units: dict[str, str]) -
     for row in json.loads(path.read_text())["rows"]:
         if row["median"] is None:
             continue
-        pooled = "round trip" in row["label"] and "p50" in row["label"]
-        values[row["label"]][side] += row["values"] if pooled else [row["median"]]
-        units[row["label"]] = "ms p50" if pooled else row["unit"]
+        label = f"{row['id']} {row['label'].strip()}"
+        pooled = "round trip" in label and "p50" in label
+        values[label][side] += row["values"] if pooled else [row["median"]]
+        units[label] = "ms p50" if pooled else row["unit"]
 
 
 def compare_rows(path: Path, side: str, values: Values, units: dict[str, str]) -> None:

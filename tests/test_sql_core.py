@@ -128,6 +128,25 @@ async def test_a_writer_that_dies_is_reported_and_replaced(
     assert await markers(store, "held", "queued", "after") == [0, 1, 2]
 
 
+async def test_readers_that_die_are_reported_and_replaced(
+        db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    store = db.store
+    await store.create("a", state(0))
+
+    def die(connection: Any) -> None:
+        raise SystemExit("killed")  # ends the thread that runs it
+
+    with caplog.at_level(logging.ERROR, logger="durable.store"):
+        deaths = await asyncio.gather(*(store._query(die) for _ in range(store._readers.count)),
+                                      return_exceptions=True)
+        assert all(isinstance(death, StoreError) and "reader died" in str(death)
+                   for death in deaths)
+        loads = [store.load("a") for _ in range(2 * store._readers.count)]
+        assert [saved["marker"] for saved in await asyncio.wait_for(
+            asyncio.gather(*loads), PATIENCE)] == [0] * len(loads)
+    assert "reader" in caplog.text and "died" in caplog.text
+
+
 async def test_a_lease_has_expired_at_its_expiry_time(tmp_path, monkeypatch) -> None:
     """One rule on every database: a lease is held until it expires, not at that moment."""
     store = SqliteStateStore(tmp_path / "durable.db")  # its clock can be stopped here

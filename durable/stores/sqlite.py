@@ -2,9 +2,10 @@
 
 What is SQLite's own here: the dialect, connecting (WAL journal, ``synchronous=FULL``
 by default: a save that returned is on disk, and readers never block the
-writer), and noticing other processes' changes by polling ``PRAGMA
-data_version`` (cheap: no disk read) while a worker waits. Processes take turns
-writing through SQLite's own lock (``BEGIN IMMEDIATE`` with a busy timeout);
+writer), and noticing other processes' changes: the writer's connection polls
+``PRAGMA data_version`` (cheap: no disk read; it ignores the connection's own
+commits) between writes, once someone waits. Processes take turns writing
+through SQLite's own lock (``BEGIN IMMEDIATE`` with a busy timeout);
 everything else is ``SqlStore``'s.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import StoreError
 from .sql import Dialect, SqlStore
+from .sql.connections import close_quietly
 
 _OLDEST = (3, 35)  # RETURNING, MATERIALIZED
 
@@ -57,13 +58,12 @@ class SqliteStateStore(SqlStore):
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval  # the longest between two looks at data_version
         super().__init__(f"SQLite database {str(self.path)!r}", readers=readers)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The first connection makes the file (in WAL mode) and its schema before any other
-        # opens it; it then watches for other processes' commits.
-        self._watcher: sqlite3.Connection | None = self._open()
-        self._watcher_lock = threading.Lock()
+        # The file (in WAL mode) and its schema are made before any other connection opens it.
+        close_quietly(self._open())
+        self._seen: tuple[sqlite3.Connection, int] | None = None  # data_version, where read
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
@@ -93,15 +93,16 @@ class SqliteStateStore(SqlStore):
                     raise
                 time.sleep(0.005)
 
-    def _outside_mark(self) -> int:
-        """Changes when any other connection (other processes, our writer) commits."""
-        with self._watcher_lock:
-            if self._watcher is None:
-                raise self._failure(StoreError("the store is closed"))
-            return self._watcher.execute("PRAGMA data_version").fetchone()[0]
+    def _start_watching(self) -> None:
+        self._writer.watch(self._noticed, self.poll_interval)
 
-    def _stop_watching(self) -> None:
-        with self._watcher_lock:
-            if self._watcher is not None:
-                self._watcher.close()
-                self._watcher = None
+    def _noticed(self, connection: sqlite3.Connection) -> bool:
+        """In the writer's thread: has another process committed since the last look?"""
+        version = connection.execute("PRAGMA data_version").fetchone()[0]
+        seen, self._seen = self._seen, (connection, version)
+        if seen is None:
+            return False  # the first look
+        if seen != (connection, version):  # a change, or a new connection: it may have missed one
+            self._wake()
+            return True
+        return False

@@ -6,6 +6,7 @@ on its first query, checked after a pause, replaced after a database error.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from .connections import Kept
 from .replies import Reply
 
 Query = Callable[[Any], Any]
+
+logger = logging.getLogger("durable.store")
 
 
 class Readers:
@@ -39,10 +42,7 @@ class Readers:
                 raise self.failure(StoreError("the store is closed"))
             self._queue.put((query, reply))
             if not self._idle and len(self._threads) < self.count:
-                thread = threading.Thread(target=self._run, daemon=True,
-                                          name=f"durable reader {self.name}")
-                self._threads.append(thread)
-                thread.start()
+                self._start()
 
     def close(self) -> None:
         """Answer the queries queued so far, then stop every thread (blocks until they have)."""
@@ -53,6 +53,11 @@ class Readers:
                 self._queue.put(None)
         for thread in threads:
             thread.join()
+
+    def _start(self) -> None:
+        thread = threading.Thread(target=self._run, daemon=True, name=f"durable reader {self.name}")
+        self._threads.append(thread)
+        thread.start()
 
     def _run(self) -> None:
         kept = Kept(self.connect, self.errors)
@@ -66,10 +71,17 @@ class Readers:
                 except self.errors as error:
                     kept.drop()
                     reply.send(False, self.failure(error))
-                except BaseException as error:
+                except Exception as error:
                     reply.send(False, error)
-                    if not isinstance(error, Exception):
-                        raise
+                except BaseException as error:
+                    reply.send(False, self.failure(StoreError(f"the reader died: {error!r}")))
+                    raise
+        except BaseException as error:  # a bug, or the thread was killed: another takes over
+            logger.error("a reader of %s died; a new one takes over", self.name, exc_info=error)
+            with self._lock:
+                self._threads.remove(threading.current_thread())
+                if not self._closed:
+                    self._start()
         finally:
             kept.drop()
 

@@ -48,7 +48,6 @@ from .statements import Statements
 from .writer import GroupCommitWriter, Write
 
 T = TypeVar("T")
-_FIRST_POLL = 0.001  # seconds: the first look for other processes' changes in a wait
 
 
 @functools.cache
@@ -58,7 +57,6 @@ def statements(dialect: Dialect) -> Statements:
 
 class SqlStore(InstanceStore):
     dialect: ClassVar[Dialect]
-    poll_interval: float | None = None  # how often wait_for_change asks ``_outside_mark``
 
     def __init__(self, where: str, *, readers: int) -> None:
         """``where`` names the database in messages (never with a password)."""
@@ -77,8 +75,8 @@ class SqlStore(InstanceStore):
         self._changes_seen = itertools.count(1)
         self._generation = 0
         self._waiters: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
-        self._marks: weakref.WeakKeyDictionary[Any, tuple[int, object]] = weakref.WeakKeyDictionary()
-        self._first_mark: tuple[int, object] | None = None  # set once watching has begun
+        self._marks: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._watching = False
         self._watch_lock = threading.Lock()
 
     @property
@@ -96,12 +94,8 @@ class SqlStore(InstanceStore):
         """A new connection in autocommit mode (``SqlStore`` begins its transactions)."""
 
     def _start_watching(self) -> None:
-        """Begin noticing changes other processes make (then call ``_wake``, or move
-        ``_outside_mark``). Runs once, in a thread, before the first claim or wait."""
-
-    def _outside_mark(self) -> object:
-        """A value that changes whenever another process changes the store, if there is one."""
-        return None
+        """Begin noticing changes other processes make, and call ``_wake`` for each. Runs
+        once, in a thread, before the first claim or wait."""
 
     def _stop_watching(self) -> None:
         """At close (in a thread): stop noticing other processes' changes."""
@@ -247,39 +241,25 @@ class SqlStore(InstanceStore):
 
     # --- waiting for changes ---------------------------------------------------------------------
     async def wait_for_change(self, timeout: float) -> None:
-        """Each task sees each change once: it remembers the last one it returned for.
-
-        Where other processes' changes are polled for, the first looks come quickly (1 ms,
-        then twice as long each time, up to ``poll_interval``): work tends to follow work."""
+        """Each task sees each change once: it remembers the last one it returned for."""
         if self._closed:
             raise self._failure(StoreError("the store is closed"))
         await self._watch()
         task, loop = asyncio.current_task(), asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout
-        poll = _FIRST_POLL
-        while True:
-            woken = self._waiters.setdefault(loop, asyncio.Event())  # before the look: no wake lost
-            mark = (self._generation, self._outside_mark())
-            left = deadline - time.monotonic()
-            if mark != self._marks.get(task, self._first_mark) or left <= 0:
-                self._marks[task] = mark
-                return
-            if self.poll_interval is None:
-                await wait_set(woken, left)
-            else:
-                poll = min(poll, self.poll_interval)
-                await wait_set(woken, min(left, poll))
-                poll *= 2
+        woken = self._waiters.setdefault(loop, asyncio.Event())  # before the look: no wake lost
+        if self._generation == self._marks.get(task, 0):
+            await wait_set(woken, timeout)
+        self._marks[task] = self._generation
 
     async def _watch(self) -> None:
-        if self._first_mark is None:
+        if not self._watching:
             await asyncio.to_thread(self._watch_once)
 
     def _watch_once(self) -> None:
         with self._watch_lock:
-            if self._first_mark is None:
+            if not self._watching:
                 self._start_watching()
-                self._first_mark = (0, self._outside_mark())
+                self._watching = True
 
     def _unwatch(self) -> None:
         with self._watch_lock:

@@ -11,6 +11,11 @@ A write whose caller has gone (cancelled before the write began) is
 skipped. The thread never dies of a write: if it dies all the same,
 it fails the writes it held, says so in the log, and a new thread takes over
 the queue.
+
+While it waits for writes, the writer can also watch for other processes'
+commits on its connection (``watch``: SQLite's ``data_version`` ignores the
+connection's own), quickly just after it wrote (1 ms, then twice as long each
+time up to ``poll``): work tends to follow work.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ T = TypeVar("T")
 
 MAX_BATCH = 500  # writes per transaction
 ATTEMPTS = 5  # runs of a write that the database rolled back to let another through
+FIRST_POLL = 0.001  # seconds: the first look for other processes' commits after a write
 
 logger = logging.getLogger("durable.store")
 
@@ -49,6 +55,13 @@ class _Stop:
     """Put on the queue by ``close``: commit what came before, then end."""
 
 
+@dataclass
+class _Look:
+    """Put on the queue by ``watch``: look now, then say so."""
+
+    looked: threading.Event
+
+
 class GroupCommitWriter:
     def __init__(self, name: str, dialect: Dialect, connect: Callable[[], Connection],
                  failure: Callable[[BaseException], StoreError],
@@ -61,7 +74,9 @@ class GroupCommitWriter:
         self.failure = failure
         self.committed = committed
         self.commits = 0  # transactions committed: fewer than writes under load
-        self._queue: queue.SimpleQueue[Write[Any] | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Write[Any] | _Stop | _Look] = queue.SimpleQueue()
+        self._notice: Callable[[Connection], bool] | None = None
+        self._poll = 0.0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -73,6 +88,20 @@ class GroupCommitWriter:
             self._queue.put(write)
             if self._thread is None or not self._thread.is_alive():
                 self._start()
+
+    def watch(self, notice: Callable[[Connection], bool], poll: float) -> None:
+        """From now on, between writes, call ``notice(connection)`` at least every ``poll``
+        seconds; it returns True when another process changed the store. Returns once the
+        first look was taken: what changes after it will be noticed."""
+        looked = threading.Event()
+        with self._lock:
+            if self._closed:
+                raise self.failure(StoreError("the store is closed"))
+            self._notice, self._poll = notice, poll
+            self._queue.put(_Look(looked))
+            if self._thread is None or not self._thread.is_alive():
+                self._start()
+        looked.wait()
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread (blocks until it has)."""
@@ -95,7 +124,7 @@ class GroupCommitWriter:
         stop = False
         try:
             while not stop:
-                held, stop = self._take()
+                held, stop = self._take(kept)
                 if held:
                     connection = self._connect(kept, held)
                     alone = len(held) == 1 and held[0].atomic and self.dialect.many_writers
@@ -114,16 +143,36 @@ class GroupCommitWriter:
         finally:
             kept.drop()
 
-    def _take(self) -> tuple[list[Write[Any]], bool]:
-        """The next batch (waiting for its first write), without writes whose caller has gone."""
-        items = [self._queue.get()]
+    def _take(self, kept: Kept) -> tuple[list[Write[Any]], bool]:
+        """The next batch (waiting for its first write, and watching meanwhile), without
+        writes whose caller has gone; and whether to stop after it."""
+        poll = FIRST_POLL
+        while True:
+            if self._notice is not None and self._noticed(kept):
+                poll = FIRST_POLL
+            try:
+                items = [self._queue.get(timeout=None if self._notice is None else poll)]
+                break
+            except queue.Empty:
+                poll = min(2 * poll, self._poll)
         while len(items) < MAX_BATCH:
             try:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        for look in (item for item in items if isinstance(item, _Look)):
+            self._noticed(kept)
+            look.looked.set()
         writes = [item for item in items if isinstance(item, Write) and item.reply.taken()]
         return writes, any(isinstance(item, _Stop) for item in items)
+
+    def _noticed(self, kept: Kept) -> bool:
+        assert self._notice is not None
+        try:
+            return self._notice(kept.get())
+        except Exception:  # the next write, or the next look, will tell what is wrong
+            kept.drop()
+            return False
 
     def _connect(self, kept: Kept, writes: list[Write[Any]]) -> Connection | None:
         try:
