@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("baseline", type=Path, help="a checkout of the code to compare against")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
+    parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args()
     reps = 1 if args.quick else args.reps
     values: Values = defaultdict(lambda: defaultdict(list))
@@ -79,6 +80,8 @@ def main() -> None:
                     "--quick", "--reps", "1" if args.quick else "3", "--only", *STORES,
                     "--results", f"{out}.md", "--chart", f"{out}.png", "--json", f"{out}.json"])
                 compare_rows(Path(f"{out}.json"), side, values, units)
+    if args.json:
+        args.json.write_text(json.dumps({"units": units, "values": values}, indent=1))
     width = max(map(len, values))
     print(f"\n{'':{width}}  {'before':>12}  {'after':>12}  after/before")
     for label, sides in values.items():

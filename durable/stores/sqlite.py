@@ -21,7 +21,6 @@ from typing import Any
 
 from ..errors import StoreError
 from .sql import Dialect, SqlStore
-from .sql.connections import close_quietly
 
 _OLDEST = (3, 35)  # RETURNING, MATERIALIZED
 
@@ -61,8 +60,9 @@ class SqliteStateStore(SqlStore):
         self.poll_interval = poll_interval  # the longest between two looks at data_version
         super().__init__(f"SQLite database {str(self.path)!r}", readers=readers)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The file (in WAL mode) and its schema are made before any other connection opens it.
-        close_quietly(self._open())
+        # The file (in WAL mode) and its schema are made before any other connection opens it;
+        # that connection then serves the first reader.
+        self._readers.adopt(self._open())
         self._seen: tuple[sqlite3.Connection, int] | None = None  # data_version, where read
 
     def __repr__(self) -> str:

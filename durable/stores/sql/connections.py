@@ -21,12 +21,12 @@ class Kept:
     before it can fail a caller's work. One that failed is dropped: the next use opens a new
     one."""
 
-    def __init__(self, connect: Callable[[], Connection],
-                 errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, connect: Callable[[], Connection], errors: tuple[type[BaseException], ...],
+                 connection: Connection | None = None) -> None:
         self.connect = connect
         self.errors = errors
-        self._connection: Connection | None = None
-        self._used = 0.0
+        self._connection = connection  # one opened already, if any
+        self._used = time.monotonic()
 
     def get(self) -> Connection:
         now = time.monotonic()

@@ -1,11 +1,14 @@
 """The reader threads of a store: each runs queries on a connection of its own.
 
-Queries wait in one queue; each thread keeps a connection (``Kept``): opened
-on its first query, checked after a pause, replaced after a database error.
+Queries wait in one queue; each thread keeps a connection (``Kept``), checked
+after a pause and replaced after a database error. A thread is added when a
+query finds every thread busy, up to a number; it connects before it takes a
+query, so the query goes to whichever thread is free first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -13,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import StoreError
-from .connections import Kept
+from .connections import Kept, close_quietly
 from .replies import Reply
 
 Query = Callable[[Any], Any]
@@ -32,6 +35,7 @@ class Readers:
         self.failure = failure
         self._queue: queue.SimpleQueue[tuple[Query, Reply] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._spare: list[Any] = []  # connections opened already, for new threads
         self._idle = 0  # threads waiting for a query
         self._lock = threading.Lock()
         self._closed = False
@@ -44,6 +48,11 @@ class Readers:
             if not self._idle and len(self._threads) < self.count:
                 self._start()
 
+    def adopt(self, connection: Any) -> None:
+        """A connection opened already: the next thread to start uses it."""
+        with self._lock:
+            self._spare.append(connection)
+
     def close(self) -> None:
         """Answer the queries queued so far, then stop every thread (blocks until they have)."""
         with self._lock:
@@ -51,8 +60,11 @@ class Readers:
             threads = list(self._threads)
             for _ in threads:
                 self._queue.put(None)
+            spare, self._spare = self._spare, []
         for thread in threads:
             thread.join()
+        for connection in spare:
+            close_quietly(connection)
 
     def _start(self) -> None:
         thread = threading.Thread(target=self._run, daemon=True, name=f"durable reader {self.name}")
@@ -60,7 +72,12 @@ class Readers:
         thread.start()
 
     def _run(self) -> None:
-        kept = Kept(self.connect, self.errors)
+        with self._lock:
+            kept = Kept(self.connect, self.errors, self._spare.pop() if self._spare else None)
+            others = len(self._threads) > 1
+        if others:  # they take the queries meanwhile: connect before taking one
+            with contextlib.suppress(Exception):  # the first query will say what is wrong
+                kept.get()
         try:
             while (work := self._next()) is not None:
                 query, reply = work
