@@ -34,18 +34,20 @@ _modules = itertools.count()
 
 PRELUDE = """\
 import asyncio
+import copy
 from durable import PauseForEventException
 
+# What each value was when it was logged (a copy: the program may change it later).
 TRACE = []
 
 def log(*items):
-    TRACE.append(items[0] if len(items) == 1 else items)
+    TRACE.append(copy.deepcopy(items[0] if len(items) == 1 else items))
     return items[-1] if items else None
 
 async def nd(value):
     # an ordinary library-style coroutine (awaited inline)
     await asyncio.sleep(0)
-    TRACE.append(("nd", value))
+    TRACE.append(("nd", copy.deepcopy(value)))
     return value
 """
 

@@ -144,6 +144,17 @@ LAMBDA_READS_GLOBAL = program("""
 """)
 
 
+# diff-5: a value logged, then changed after a save: the plain run's trace showed the change
+# (the trace kept a reference), the durable run's did not (its list came back from the save).
+# The trace now keeps what a value was when it was logged.
+LOGGED_VALUE_CHANGED_LATER = program("""
+    async def main():
+        lst = [0, 2, 3]
+        lst[(await nd(lst)).count(0) % len(lst)] = 0
+        return lst
+""")
+
+
 @settings(max_examples=EXAMPLES, deadline=None,
           # programs are big composite draws, and each runs two module compilations
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -152,6 +163,7 @@ LAMBDA_READS_GLOBAL = program("""
 @example(source=TWO_ASYNC_MANAGERS_IN_LOOP, mask=NEVER, save_every_await=True)
 @example(source=SELF_ASSIGNMENT, mask=ALWAYS, save_every_await=True)
 @example(source=LAMBDA_READS_GLOBAL, mask=ALWAYS, save_every_await=False)
+@example(source=LOGGED_VALUE_CHANGED_LATER, mask=ALWAYS, save_every_await=True)
 def test_durable_run_matches_plain_run(source: str, mask: int, save_every_await: bool,
                                        workdir: Path) -> None:
     note(f"program:\n{source}")
