@@ -9,13 +9,15 @@ store, the way a new process would continue it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import itertools
 import pickle
 import re
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from durable import (
     DurableRuntime,
     InMemoryStateStore,
     PauseForEventException,
+    Worker,
     make_durable,
 )
 from durable.stores import StateStore
@@ -174,3 +177,17 @@ async def compare(source: str, directory: Path, entry: str = "main", args: tuple
     expected, (result, trace, _) = await run_both(source, directory, entry, args, **options)
     assert (result, trace) == expected, f"durable {(result, trace)} != plain {expected}"
     return expected
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``worker`` in the background; stop it at the end and wait until it returned."""
+    task = asyncio.create_task(worker.run())
+    try:
+        yield task
+    except BaseException:
+        worker.stop(now=True)  # do not wait for instances a failed test left blocked
+        raise
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)

@@ -201,6 +201,24 @@ async def test_a_change_from_another_store_object_wakes_a_waiter(store, store_ur
         await other.close()
 
 
+async def test_saves_that_make_no_work_wake_no_waiter(store) -> None:
+    """A running instance's saves (a step done) make no work for anyone: waiters sleep on."""
+    await store.create("i", state())
+    [lease] = await store.claim("w", ["m:main"], 1, 30)  # watching from here on
+    await asyncio.sleep(0.1)
+    await store.wait_for_change(0)  # everything so far seen
+
+    async def steps() -> None:
+        for n in range(5):
+            await store.save_leased(lease, state(marker=n))
+            await asyncio.sleep(0.02)
+    saving = asyncio.create_task(steps())
+    started = time.monotonic()
+    await store.wait_for_change(0.5)
+    assert time.monotonic() - started >= 0.45, "a save that made no work woke the waiter"
+    await saving
+
+
 async def test_a_waiting_instance_is_runnable_once_its_time_has_come(store) -> None:
     now = 1_000_000.0
     await store.create("timer", state(envelope.PAUSED, wake_at=now + 60))

@@ -357,9 +357,12 @@ async def test_a_renewal_locks_rows_in_the_order_saves_do(
     assert await asyncio.wait_for(renewal, LONG) == []  # both leases still held
 
 
-async def test_an_operation_rolled_back_by_a_deadlock_runs_again(store: PostgresStateStore) -> None:
+@pytest.mark.parametrize("atomic", [False, True], ids=["in a transaction", "one statement"])
+async def test_an_operation_rolled_back_by_a_deadlock_runs_again(store: PostgresStateStore,
+                                                                 atomic: bool) -> None:
     """The database picks a deadlock's victim; the victim's savepoint runs again, so the save
-    succeeds instead of giving its instance back (which would re-run the program's calls)."""
+    succeeds instead of giving its instance back (which would re-run the program's calls).
+    A write of one statement, alone in its batch, has no savepoint: it runs again alone."""
     assert await store.create("a", state())
     tries = []
 
@@ -370,7 +373,7 @@ async def test_an_operation_rolled_back_by_a_deadlock_runs_again(store: Postgres
             raise psycopg.errors.DeadlockDetected("deadlock detected")
         return "done"
 
-    assert await store._write("a", operation, wakes=False) == "done"
+    assert await store._write("a", operation, wakes=False, atomic=atomic) == "done"
     assert len(tries) == 3
     assert (await store.info("a")).reason == "touched"
 
@@ -378,7 +381,7 @@ async def test_an_operation_rolled_back_by_a_deadlock_runs_again(store: Postgres
         raise psycopg.errors.SerializationFailure("could not serialize access")
 
     with pytest.raises(StoreError, match="could not serialize access"):
-        await store._write("a", never_succeeds, wakes=False)
+        await store._write("a", never_succeeds, wakes=False, atomic=atomic)
 
 
 async def test_an_expired_lease_is_fenced_off(store: PostgresStateStore, postgres_dsn: str) -> None:

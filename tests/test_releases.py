@@ -9,7 +9,6 @@ what it showed before, and every unfinished one runs to its end.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import sqlite3
@@ -21,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from harness import running
 from postgres_server import with_database
 from psycopg import sql
 from release_program import PROGRAMS
@@ -160,13 +160,3 @@ async def test_every_instance_of_a_released_store_shows_what_it_did_and_runs_to_
             assert await store.events(instance_id) == []
     finally:
         await store.close()
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> Any:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, TIMEOUT)

@@ -14,6 +14,8 @@ import ctypes
 import gc
 import logging
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -177,3 +179,13 @@ def test_one_store_serves_many_event_loops_and_threads(kind, request, tmp_path) 
         asyncio.run(store.load("a"))
     with pytest.raises(StoreError, match="closed"):
         store.append_event("a", "go")
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_open_it(tmp_path) -> None:
+    """Switching a new file to WAL needs it to oneself; SQLite does not wait for that."""
+    path = tmp_path / "new.db"
+    code = "import sys\nfrom durable import SqliteStateStore\nSqliteStateStore(sys.argv[1])\n"
+    openers = [subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE,
+                                text=True) for _ in range(8)]
+    failures = [opener.communicate(timeout=60)[1] for opener in openers if opener.wait(60)]
+    assert not failures, failures[0]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import threading
 
 import pytest
+from harness import running
 
 from durable import (
     Client,
@@ -104,20 +104,6 @@ def _fresh_records():
 @pytest.fixture
 def client(store):
     return Client(store)
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker):
-    """Run ``worker`` in the background; stop it at the end and wait until it returned."""
-    task = asyncio.create_task(worker.run())
-    try:
-        yield task
-    except BaseException:
-        worker.stop(now=True)  # do not wait for instances a failed test left blocked
-        raise
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 60)
 
 
 def gate(name: str) -> asyncio.Event:

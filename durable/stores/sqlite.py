@@ -72,26 +72,13 @@ class SqliteStateStore(SqlStore):
         connection = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                      check_same_thread=False)
         try:
-            self._use_wal(connection)
+            connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {self.synchronous}")
             connection.create_function("durable_now", 0, _now)
         except BaseException:
             connection.close()
             raise
         return connection
-
-    def _use_wal(self, connection: sqlite3.Connection) -> None:
-        """Switching a new file to WAL needs it to oneself, and SQLite does not wait for that:
-        processes opening the file at once try again, for as long as they would wait for a lock."""
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                connection.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
 
     def _start_watching(self) -> None:
         self._writer.watch(self._noticed, self.poll_interval)

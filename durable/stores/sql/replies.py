@@ -54,8 +54,7 @@ class ToThread(Reply):
         return self.future.set_running_or_notify_cancel()
 
     def send(self, ok: bool, value: Any) -> None:
-        if not self.future.done():
-            _resolve(self.future, ok, value)
+        _resolve(self.future, ok, value)
 
 
 def _resolve(future: Any, ok: bool, value: Any) -> None:

@@ -82,26 +82,24 @@ class GroupCommitWriter:
         self._closed = False
 
     def submit(self, write: Write[Any]) -> None:
-        with self._lock:  # nothing is queued behind close's stop
-            if self._closed:
-                raise self.failure(StoreError("the store is closed"))
-            self._queue.put(write)
-            if self._thread is None or not self._thread.is_alive():
-                self._start()
+        self._put(write)
 
     def watch(self, notice: Callable[[Connection], bool], poll: float) -> None:
         """From now on, between writes, call ``notice(connection)`` at least every ``poll``
         seconds; it returns True when another process changed the store. Returns once the
         first look was taken: what changes after it will be noticed."""
+        self._notice, self._poll = notice, poll
         looked = threading.Event()
-        with self._lock:
+        self._put(_Look(looked))
+        looked.wait()
+
+    def _put(self, item: Write[Any] | _Look) -> None:
+        with self._lock:  # nothing is queued behind close's stop
             if self._closed:
                 raise self.failure(StoreError("the store is closed"))
-            self._notice, self._poll = notice, poll
-            self._queue.put(_Look(looked))
+            self._queue.put(item)
             if self._thread is None or not self._thread.is_alive():
                 self._start()
-        looked.wait()
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread (blocks until it has)."""
