@@ -5,8 +5,8 @@
     python benchmarks/before_after.py /tmp/baseline    # 2 repetitions, about 25 minutes
     python benchmarks/before_after.py /tmp/baseline --quick     # tiny sizes, to see it runs
 
-Each repetition runs, from each checkout in turn (its own durable first on the path, its own
-scripts): ``workers.py`` (steps per second on SQLite, event round trips on SQLite and
+Each repetition runs this checkout's scripts twice, with each checkout's ``durable`` first on
+the path in turn (one way of measuring for both sides): ``workers.py`` (steps per second on SQLite, event round trips on SQLite and
 PostgreSQL, worker processes sharing PostgreSQL) and ``compare.py --quick --reps 3`` for
 durable's database stores. It prints each row's median over the runs, before and after: a
 round trip's percentiles over every round trip of every run.
@@ -33,7 +33,8 @@ Values = dict[str, dict[str, list[float]]]  # row -> "before"/"after" -> numbers
 
 
 def run(checkout: Path, script: str, args: list[str]) -> None:
-    subprocess.run([sys.executable, str(checkout / "benchmarks" / script), *args], cwd=checkout,
+    """This checkout's ``script``, measuring the ``durable`` of ``checkout``."""
+    subprocess.run([sys.executable, str(HERE / script), *args], cwd=checkout,
                    env={**os.environ, "PYTHONPATH": str(checkout)}, check=True,
                    stdout=subprocess.DEVNULL)
 

@@ -43,7 +43,7 @@ from aws_durable_execution_sdk_python_testing.stores.memory import InMemoryExecu
 from aws_durable_execution_sdk_python_testing.stores.sqlite import SQLiteExecutionStore
 from aws_durable_execution_sdk_python_testing.web.server import WebServer, WebServiceConfig
 
-from .base import READY, Peer, Unsupported, append_line
+from .base import READY, Peer, Unsupported, append_line, start_clock
 
 for _name in ("aws_durable_execution_sdk_python", "aws_durable_execution_sdk_python_testing"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)  # suspensions log as warnings
@@ -161,7 +161,7 @@ class _Aws(Peer):
 
     def steps(self, n: int) -> float:
         with self._runner(run_steps) as runner:
-            start = time.perf_counter()
+            start = start_clock()
             total = self._run(runner, "steps", n=n)
             elapsed = time.perf_counter() - start
         _check(total, n * (n - 1) // 2)
@@ -170,7 +170,7 @@ class _Aws(Peer):
 
     def holding(self, m: int, n: int) -> float:
         with self._runner(hold) as runner:
-            start = time.perf_counter()
+            start = start_clock()
             total = self._run(runner, "holding", m=m, n=n)
             elapsed = time.perf_counter() - start
         _check(total, n * (n - 1) // 2 + m)
@@ -180,7 +180,7 @@ class _Aws(Peer):
         # run_async starts each execution at once; the runner invokes handlers on a thread
         # pool of its own, so the executions run concurrently.
         with self._runner(run_steps) as runner:
-            start = time.perf_counter()
+            start = start_clock()
             arns = [runner.run_async(input=json.dumps({"n": steps}),
                                      execution_timeout=EXECUTION_TIMEOUT,
                                      execution_name=f"throughput-{i}")
@@ -268,7 +268,7 @@ class AwsSqlite(_Aws):
         but what the store holds (it has no completion event for it), so the end is read
         from the store."""
         record = json.loads((self.directory / RECOVERY_FILE).read_text())
-        start = time.perf_counter()
+        start = start_clock()
         store = self._store()
         with self._runner(recoverable, store) as runner:
             runner.send_callback_success(record["callback_id"], result=b"go")

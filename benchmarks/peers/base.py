@@ -8,6 +8,7 @@ another's numbers. This module imports no system under test.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -18,6 +19,14 @@ from typing import Any
 
 PEER_SCRIPT = Path(__file__).resolve().parent.parent / "peer.py"
 READY = "ready"  # the first line of a round trip's marks file: the waiter is waiting
+
+
+def start_clock() -> float:
+    """The start of a timed region: the garbage of imports and set-up collected first, so a
+    full collection of it does not land in a region of a few milliseconds in one system's run
+    and not in another's (later collections that the work itself causes are still timed)."""
+    gc.collect()
+    return time.perf_counter()
 
 
 class Unsupported(Exception):

@@ -12,7 +12,7 @@ from typing import Any
 
 from duravoke import Duravoke, InMemoryKKV, JSONSerializer, PersistedKKV
 
-from .base import Peer, Unsupported
+from .base import Peer, Unsupported, start_clock
 
 CRASH_AT = -1
 WATCH = -1
@@ -72,7 +72,7 @@ class DuravokeBase(Peer):
 
         async def run() -> float:
             await steps("warm-up", 3)
-            start = time.perf_counter()
+            start = start_clock()
             check("steps", await steps("steps", n), total(n))
             return time.perf_counter() - start
         return asyncio.run(run())
@@ -82,7 +82,7 @@ class DuravokeBase(Peer):
 
         async def run() -> float:
             await steps("warm-up", 3)
-            start = time.perf_counter()
+            start = start_clock()
             check("holding", await holding("holding", m, n), total(n) + m)
             return (time.perf_counter() - start) / n
         return asyncio.run(run())
@@ -92,7 +92,7 @@ class DuravokeBase(Peer):
 
         async def run() -> float:
             await steps("warm-up", 3)
-            start = time.perf_counter()
+            start = start_clock()
             results = await asyncio.gather(*(steps(f"t{index}", n) for index in range(instances)))
             elapsed = time.perf_counter() - start
             check("throughput", results, [total(n)] * instances)
@@ -132,7 +132,7 @@ class DuravokeFile(DuravokeBase):
         """Re-running the root call replays the ``k`` recorded results, then runs step k+1."""
         global WATCH
         WATCH = k
-        start = time.perf_counter()
+        start = start_clock()
         steps, _ = programs(self.kv())
         check("recovered result", asyncio.run(steps("recover", k + 1)), total(k + 1))
         check("steps run after recovery", ran, [k])

@@ -21,7 +21,7 @@ from durable import (
 )
 
 from . import seed_api
-from .base import READY, Peer, Unsupported, append_line
+from .base import READY, Peer, Unsupported, append_line, start_clock
 
 
 async def pings(count: int, marks: str) -> int:
@@ -92,7 +92,7 @@ class Durable(Peer):
             await client.result("warm-up", timeout=600)
             for instance_id in ids:
                 await client.start(seed_api.steps_program, steps, instance_id=instance_id)
-            start = time.perf_counter()
+            start = start_clock()
             results = await asyncio.gather(*(client.result(i, timeout=600) for i in ids))
             elapsed = time.perf_counter() - start
             worker.stop()

@@ -14,6 +14,8 @@ from typing import Any
 
 from durable import DurableBackend, make_durable
 
+from .base import start_clock
+
 CRASH_AT = -1  # the step whose start kills the process (prepare)
 WATCH = -1  # the step whose start is timed (recover)
 watched_at = 0.0
@@ -95,7 +97,7 @@ async def run_steps(store: Any, n: int) -> float:
     backend = CountingBackend(store)
     await warm_up(backend)
     backend.saves = 0
-    start = time.perf_counter()
+    start = start_clock()
     result = await steps_program(n, orchestration_backend=backend, instance_id="steps")
     elapsed = time.perf_counter() - start
     check("steps", result, expected_steps(n))
@@ -107,7 +109,7 @@ async def run_holding(store: Any, m: int, n: int) -> float:
     backend = CountingBackend(store)
     await warm_up(backend)
     backend.saves = 0
-    start = time.perf_counter()
+    start = start_clock()
     result = await holding_program(m, n, orchestration_backend=backend, instance_id="holding")
     elapsed = time.perf_counter() - start
     check("holding", result, expected_steps(n) + m)
@@ -128,7 +130,7 @@ async def resume(open_store: Any, k: int) -> float:
     ``k`` completed steps ran again."""
     global WATCH, recording
     WATCH, recording = k, True
-    start = time.perf_counter()
+    start = start_clock()
     store = open_store()
     result = await steps_program(k + 1, orchestration_backend=DurableBackend(store),
                                  instance_id="recover")
@@ -143,7 +145,7 @@ async def run_concurrently(store: Any, instances: int, n: int) -> float:
     backend = CountingBackend(store)
     await warm_up(backend)
     backend.saves = 0
-    start = time.perf_counter()
+    start = start_clock()
     results = await asyncio.gather(*(
         steps_program(n, orchestration_backend=backend, instance_id=f"t{index}")
         for index in range(instances)))
