@@ -73,10 +73,14 @@ class DurableBackend(OrchestrationBackend):
     async def take_event(self, instance_id: str, event_name: str,
                          exclude: Collection[str] = ()) -> str | None:
         """The id of an unconsumed ``event_name`` event, without waiting; None if there is none."""
-        for event_id, name in await self._log.events(instance_id):
+        for event_id, name in await self.events(instance_id):
             if name == event_name and event_id not in exclude:
                 return event_id
         return None
+
+    async def events(self, instance_id: str) -> list[tuple[str, str]]:
+        """The instance's unconsumed events, ``(event_id, name)``, oldest first."""
+        return await self._log.events(instance_id)
 
     async def event_payload(self, instance_id: str, event_id: str) -> bytes | None:
         return await self._log.payload(instance_id, event_id)

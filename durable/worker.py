@@ -46,8 +46,22 @@ class LeasedBackend(DurableBackend):
         self.lost = False  # renewal found the lease taken: every save would be refused
         self.stopping = False  # stop after the next save (the worker is stopping)
         self.abandoned = False  # save nothing more (the worker stops now)
+        self._claimed: State | None = lease.state  # handed over with the lease: not read again
+        self._events = lease.events  # as they were at the claim: good until the first save
+
+    async def load_state(self, instance_id: str) -> State | None:
+        if self._claimed is not None and instance_id == self.lease.instance_id:
+            state, self._claimed = self._claimed, None
+            return state
+        return await super().load_state(instance_id)
+
+    async def events(self, instance_id: str) -> list[tuple[str, str]]:
+        if self._events is not None and instance_id == self.lease.instance_id:
+            return self._events
+        return await super().events(instance_id)
 
     async def save_state(self, instance_id: str, state: State) -> None:
+        self._events = None
         if self.lost:
             raise LeaseLost(self.lease.instance_id, self.lease.token)
         if self.abandoned:

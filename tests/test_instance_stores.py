@@ -69,6 +69,19 @@ async def test_a_waiting_instance_is_runnable_once_its_event_arrives(store) -> N
     assert [name for _, name in await store.events("wait")] == ["other event"]
 
 
+async def test_a_claim_hands_over_the_state_and_the_events_as_they_were(store) -> None:
+    waiting = state(envelope.PAUSED, waiting_for="go")
+    await store.create("wait", waiting)
+    await store.create("run", state())
+    await store.publish("wait", "other event")
+    await store.publish("wait", "go", b"payload")
+    leases = {lease.instance_id: lease for lease in await store.claim("w", ["m:main"], 10, 30)}
+    assert leases["wait"].state == await store.load("wait") == waiting
+    assert leases["wait"].events == await store.events("wait")
+    assert [name for _, name in leases["wait"].events] == ["other event", "go"]
+    assert leases["run"].events == []
+
+
 async def test_events_published_synchronously_are_kept_in_order(store) -> None:
     await store.create("i", state(envelope.PAUSED, waiting_for="b"))
     ids = [await asyncio.to_thread(store.append_event, "i", name) for name in "abc"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 State = dict[str, Any]
@@ -81,12 +81,18 @@ class InstanceInfo:
 
 @dataclass(frozen=True)
 class Lease:
-    """A worker's claim on an instance. ``token`` fences its saves: it grows with every claim."""
+    """A worker's claim on an instance. ``token`` fences its saves: it grows with every claim.
+
+    A store may hand over, with the lease, the instance's state and its unconsumed events as
+    they were when it was claimed (``(event_id, name)``, oldest first): the worker then starts
+    without reading them again."""
 
     instance_id: str
     program: str
     token: int
     owner: str
+    state: State | None = field(default=None, compare=False, repr=False)
+    events: list[tuple[str, str]] | None = field(default=None, compare=False, repr=False)
 
 
 class InstanceStore(StateStore, EventLog):

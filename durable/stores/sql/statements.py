@@ -80,7 +80,9 @@ class Statements:
             UPDATE durable_instances SET lease_owner = :owner,
                 lease_expires = {d.now} + :seconds, fence = fence + 1
             WHERE id IN (SELECT id FROM picked)
-            RETURNING id, program, fence, updated_at""")
+            RETURNING id, program, fence, updated_at, state""")
+        self.claimed_events = sql("SELECT instance_id, id, name FROM durable_events"
+                                  f" WHERE {d.member('instance_id', ':ids')} ORDER BY id")
         self.next_wake = sql(f"""
             SELECT min(wake_at) FROM durable_instances
             WHERE status = '{WAITING}' AND wake_at IS NOT NULL AND {d.member("program", ":programs")}""")

@@ -107,7 +107,7 @@ class SqlStore(InstanceStore):
     # --- the seed interface ----------------------------------------------------------------------
     async def load(self, instance_id: str) -> State | None:
         row = await self._query(lambda c: c.execute(self.sql.load, {"id": instance_id}).fetchone())
-        return None if row is None else pickle.loads(row[0])
+        return None if row is None else _loads(row[0])
 
     async def save(self, instance_id: str, state: State) -> None:
         columns, done = self._columns(instance_id, state), self._consumed(state)
@@ -157,16 +157,24 @@ class SqlStore(InstanceStore):
                   "timers": time.time() if now is None else now, "owner": owner,
                   "seconds": float(lease_seconds)}
 
-        def take(c: Connection) -> list[Any]:
-            return c.execute(self.sql.claim, params).fetchall()
+        def take(c: Connection) -> tuple[list[Any], list[Any]]:
+            rows = c.execute(self.sql.claim, params).fetchall()
+            if not rows:
+                return rows, []
+            ids = self.dialect.list_value([row[0] for row in rows])
+            return rows, c.execute(self.sql.claimed_events, {"ids": ids}).fetchall()
         if self.dialect.many_writers:
-            rows = await self._query(take)  # one statement: a transaction of its own
+            rows, events = await self._query(take)  # the claim is a transaction of its own
         elif await self._query(lambda c: c.execute(self.sql.any_runnable, params).fetchone()):
-            rows = await self._write("", take, wakes=False, atomic=True)
+            rows, events = await self._write("", take, wakes=False, atomic=True)
         else:
             return []  # the common case takes no write lock
+        waiting: dict[str, list[tuple[str, str]]] = {row[0]: [] for row in rows}
+        for instance_id, event_id, name in events:
+            waiting[instance_id].append((str(event_id), name))
         rows.sort(key=lambda row: (row[3], row[0]))
-        return [Lease(instance_id, program, fence, owner) for instance_id, program, fence, _ in rows]
+        return [Lease(instance_id, program, fence, owner, _loads(state), waiting[instance_id])
+                for instance_id, program, fence, _, state in rows]
 
     async def next_wake(self, programs: Collection[str]) -> float | None:
         params = {"programs": self.dialect.list_value(list(programs))}
@@ -218,7 +226,7 @@ class SqlStore(InstanceStore):
                 raise UnknownInstanceError(instance_id, self.where)
             if row[1] in ENDED:
                 return False
-            state = terminated(pickle.loads(row[0]), reason)
+            state = terminated(_loads(row[0]), reason)
             c.execute(self.sql.terminate, {"id": instance_id, "status": status_of(state),
                                            "state": _dump(state), "reason": reason})
             c.execute(self.sql.drop_events, {"id": instance_id})
@@ -364,3 +372,7 @@ def _ends_run(state: State) -> bool:
 
 def _dump(state: State) -> bytes:
     return pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+
+
+def _loads(blob: bytes) -> State:
+    return pickle.loads(blob)
