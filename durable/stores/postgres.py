@@ -65,7 +65,7 @@ POSTGRES = PostgresDialect(
     now="extract(epoch FROM statement_timestamp())::float8",
     begin="BEGIN", lock_rows=" FOR UPDATE SKIP LOCKED", lock_row=" FOR UPDATE",
     schema_lock=f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",
-    notify=f"SELECT pg_notify('{CHANNEL}', '')", errors=(psycopg.Error,), many_writers=True)
+    announce=f"pg_notify('{CHANNEL}', '')", errors=(psycopg.Error,), many_writers=True)
 
 
 class PostgresStateStore(SqlStore):

@@ -38,7 +38,7 @@ SQLITE = SqliteDialect(
     event_key="INTEGER PRIMARY KEY AUTOINCREMENT",
     now="durable_now()",  # this machine's clock: every process of the store runs on it
     begin="BEGIN IMMEDIATE", lock_rows="", lock_row="",  # a write transaction holds the file
-    schema_lock=None, notify=None, errors=(sqlite3.Error,), many_writers=False)
+    schema_lock=None, announce=None, errors=(sqlite3.Error,), many_writers=False)
 
 
 def _now() -> float:

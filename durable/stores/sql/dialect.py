@@ -33,12 +33,18 @@ class Dialect:
     lock_rows: str  # ends a SELECT of rows to update: lock them, skip rows others hold
     lock_row: str  # ends a SELECT of one row to update: lock it
     schema_lock: str | None  # serialises migrations across processes, inside their transaction
-    notify: str | None  # wakes other processes' workers, inside the transaction that made work
+    announce: str | None  # an expression that wakes other processes' workers when its
+    # transaction commits (a publish returns it, so it needs no statement of its own)
     errors: tuple[type[BaseException], ...]  # the driver's database errors
     # Whether transactions of many connections write at once (PostgreSQL's row locks), or
     # one at a time (SQLite's file lock): then every write takes the lock first (``begin``),
     # goes through the store's writer, and a claim looks before it takes the lock.
     many_writers: bool
+
+    @property
+    def notify(self) -> str | None:
+        """A statement that wakes other processes' workers when its transaction commits."""
+        return None if self.announce is None else f"SELECT {self.announce}"
 
     def render(self, sql: str) -> str:
         """A statement written with ``:name`` parameters, as this database's driver runs it."""

@@ -94,7 +94,8 @@ class Statements:
         # Events.
         self.publish = sql(f"""
             INSERT INTO durable_events (instance_id, name, payload, published_at)
-            VALUES (:id, :name, :payload, {d.now}) RETURNING id""")
+            VALUES (:id, :name, :payload, {d.now})
+            RETURNING id{f", {d.announce}" if d.announce else ""}""")
         self.events = sql("SELECT id, name FROM durable_events WHERE instance_id = :id ORDER BY id")
         self.payload = sql("SELECT payload FROM durable_events WHERE instance_id = :id"
                            " AND id = :event")

@@ -121,12 +121,12 @@ class SqlStore(InstanceStore):
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         reply = ToThread()
         self._writer.submit(Write(instance_id, self._publish(instance_id, event, payload), reply,
-                                  wakes=True, atomic=True))
+                                  wakes=True, atomic=True, announced=True))
         return reply.future.result()
 
     async def publish(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         return await self._write(instance_id, self._publish(instance_id, event, payload),
-                                 wakes=True, atomic=True)
+                                 wakes=True, atomic=True, announced=True)
 
     def _publish(self, instance_id: str, event: str, payload: bytes | None) -> Operation[str]:
         params = {"id": instance_id, "name": event, "payload": payload}
@@ -330,12 +330,12 @@ class SqlStore(InstanceStore):
         return await reply.future
 
     async def _write(self, key: str, operation: Operation[T], wakes: bool,
-                     atomic: bool = False) -> T:
+                     atomic: bool = False, announced: bool = False) -> T:
         """Run ``operation`` in the writer's next transaction (``atomic``: it is one statement).
         If the caller is cancelled before the writer takes it, it does not run; once taken, it
         runs to its end."""
         reply = ToLoop()
-        self._writer.submit(Write(key, operation, reply, wakes, atomic))
+        self._writer.submit(Write(key, operation, reply, wakes, atomic, announced))
         return await reply.future
 
     def _failure(self, error: BaseException) -> StoreError:

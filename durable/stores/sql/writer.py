@@ -49,6 +49,7 @@ class Write(Generic[T]):
     reply: Reply
     wakes: bool  # it makes work for workers (a start, an event, an ended lease)
     atomic: bool  # it is one statement: alone in a batch, it needs no transaction of its own
+    announced: bool = False  # that statement wakes other processes itself (``Dialect.announce``)
 
 
 class _Stop:
@@ -197,7 +198,7 @@ class GroupCommitWriter:
             break
         self.commits += 1
         write.reply.send(True, value)
-        if write.wakes and self.dialect.notify is not None:
+        if write.wakes and self.dialect.notify is not None and not write.announced:
             try:
                 connection.execute(self.dialect.notify)
             except self.dialect.errors:
