@@ -37,6 +37,7 @@ from .primitives import (
 )
 from .program import DurableProgram, make_durable
 from .runtime import CallStack, CodeBlock, DurableRuntime, FunctionCall
+from .runtime.migration import MoveTo, OldFrame, migration
 from .stores import DiskStateStore, InMemoryStateStore, SqliteStateStore, StateStore, open_store
 from .version import __version__
 from .worker import Worker
@@ -63,7 +64,9 @@ __all__ = [
     "InstanceHandle",
     "InstanceTerminated",
     "LeaseLost",
+    "MoveTo",
     "NotInDurableCode",
+    "OldFrame",
     "OrchestrationBackend",
     "PauseForEventException",
     "RetryPolicy",
@@ -81,6 +84,7 @@ __all__ = [
     "gather",
     "make_durable",
     "map",
+    "migration",
     "open_store",
     "set_status",
     "sleep",

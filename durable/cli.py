@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from .client import Client, InstanceNotEnded
+from .deploy_check import HOOK, MOVES, UNCHANGED, FrameCheck
 from .errors import DurableError, InstanceTerminated, StoreError, UnknownInstanceError
 from .program import DurableProgram
 from .stores.base import STATUSES, InstanceInfo
@@ -127,8 +128,20 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("reason", nargs="?")
     cancel.set_defaults(command=_change, action="cancel")
 
+    check = commands.add_parser(
+        "check", parents=[store], help="can unfinished instances run on this code?",
+        description="Import MODULEs (the code about to be deployed) and compare every unfinished "
+        "instance of their programs with it: per frame, unchanged, moves (old line -> new line), "
+        "a migration hook decides, or stays, and why. Reads only what the store keeps beside "
+        "each state: no state is loaded, no instance code runs. Exit status 0 only if every "
+        "instance can run.")
+    check.add_argument("modules", nargs="+", metavar="MODULE", help="module to import (a.b.c)")
+    check.add_argument("--json", action="store_true", help="print JSON, one object a line")
+    check.set_defaults(command=_check)
+
     for name, verb in (("suspend", "stop scheduling an instance"),
-                       ("resume", "schedule a suspended instance again")):
+                       ("resume", "schedule a suspended instance again"),
+                       ("retry", "run a failed instance again from its last save")):
         control = commands.add_parser(name, parents=[store], help=verb)
         control.add_argument("instance_id", metavar="ID")
         control.set_defaults(command=_change, action=name)
@@ -209,6 +222,8 @@ async def _status(args: argparse.Namespace) -> int:
                 ("updated", _time(info.updated_at))]
         if info.reason is not None:
             rows.append(("reason", info.reason))
+        if info.blocked_by is not None:
+            rows.append(("seen by", info.blocked_by))
         if info.lease_owner is not None:
             rows.append(("worker", info.lease_owner))
         custom = await client.custom_status(args.instance_id)
@@ -274,7 +289,37 @@ _CHANGES = {
     "cancel": ("cancellation sent to {}", "{} had already ended; nothing changed"),
     "suspend": ("suspended {}", "{} was not running or waiting; nothing changed"),
     "resume": ("resumed {}", "{} was not suspended; nothing changed"),
+    "retry": ("{} runs again from its last save", "{} has not failed; nothing changed"),
 }
+
+
+async def _check(args: argparse.Namespace) -> int:
+    programs = [program for name in args.modules for program in _programs(name)]
+
+    async def act(client: Client) -> int:
+        checked = await client.check(programs)
+        for instance in checked:
+            if args.json:
+                print(json.dumps(instance.as_dict()))
+                continue
+            for frame in instance.frames:
+                print(f"{instance.instance_id}  {frame.function}()  {_frame_text(frame)}")
+        if not args.json:
+            stuck = sum(not instance.runs for instance in checked)
+            print(f"{len(checked) - stuck} of {len(checked)} unfinished instance(s) can run on "
+                  "this code" + (f"; {stuck} cannot" if stuck else ""))
+        return 0 if all(instance.runs for instance in checked) else 1
+    return await _with_client(args, act)
+
+
+def _frame_text(frame: FrameCheck) -> str:
+    if frame.outcome == UNCHANGED:
+        return f"line {frame.old_line}: unchanged"
+    if frame.outcome == MOVES:
+        return f"line {frame.old_line} -> line {frame.new_line}: moves"
+    if frame.outcome == HOOK:
+        return f"line {frame.old_line}: its migration hook decides ({frame.reason})"
+    return f"line {frame.old_line}: stays: {frame.reason}"
 
 
 async def _change(args: argparse.Namespace) -> int:
@@ -341,4 +386,5 @@ def _time(timestamp: float) -> str:
 def _as_dict(info: InstanceInfo) -> dict[str, Any]:
     return {"instance_id": info.instance_id, "program": info.program, "status": info.status,
             "waiting_for": info.waiting_for, "created_at": info.created_at,
-            "updated_at": info.updated_at, "reason": info.reason, "worker": info.lease_owner}
+            "updated_at": info.updated_at, "reason": info.reason, "worker": info.lease_owner,
+            "blocked_by": info.blocked_by}

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import serialization
 from .backends import DurableBackend
+from .deploy_check import InstanceCheck, check
 from .errors import CANCEL_EVENT, DurableError, StoreError, UnknownInstanceError
 from .program import DurableProgram
 from .runtime.runtime import DurableRuntime, outcome
@@ -169,6 +171,20 @@ class Client:
     async def resume(self, instance_id: str) -> bool:
         """Schedule a suspended instance again; False if it was not suspended."""
         return await self.store.resume(instance_id)
+
+    async def retry(self, instance_id: str) -> bool:
+        """Run a failed instance again from the last state it saved before it failed, on the
+        code workers have now (moved onto it if its code changed, see ``check``). False if it
+        had not failed; ``ValueError`` if it failed before it saved anything."""
+        await self.status(instance_id)
+        return await self.store.retry(instance_id)
+
+    async def check(self, programs: Iterable[DurableProgram]) -> list[InstanceCheck]:
+        """Whether each unfinished instance of ``programs`` can run on the code this process
+        has (before deploying it): per frame, unchanged, moves (old line -> new line), a
+        migration hook decides, or stays, and why. Reads the store's metadata only: no state
+        is loaded and no instance code runs."""
+        return await check(self.store, list(programs))
 
     async def custom_status(self, instance_id: str) -> Any:
         """What the instance last gave ``set_status`` (None if it never did)."""

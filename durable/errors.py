@@ -113,10 +113,16 @@ class SerializationError(DurableError):
 
 
 class IncompatibleStateError(DurableError):
-    """Saved state cannot be resumed by the code running now."""
+    """Saved state cannot be resumed by the code running now.
 
-    def __init__(self, message: str, *, function: str | None = None):
+    ``code_changed``: the code is what differs (a changed or missing function), so every
+    instance that needs the same code is refused alike; else it is this instance's data (a
+    state or an event payload that cannot be loaded). A worker leaves such an instance
+    blocked, intact, for a worker that can run it."""
+
+    def __init__(self, message: str, *, function: str | None = None, code_changed: bool = False):
         self.function = function
+        self.code_changed = code_changed
         super().__init__(message)
 
 

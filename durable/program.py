@@ -24,9 +24,10 @@ class DurableProgram:
     raises its error) again without running anything.
     """
 
-    def __init__(self, fn: Callable[..., Coroutine[Any, Any, Any]]) -> None:
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, Any]], *, migrate: bool = True) -> None:
         _require_coroutine_function(fn)
         self.fn = fn
+        self.migrate = migrate
         self.__wrapped__ = fn
         self.__name__ = fn.__name__
         self.__qualname__ = fn.__qualname__
@@ -60,11 +61,17 @@ class DurableProgram:
         return f"<DurableProgram {self.key}>"
 
 
-def make_durable(fn: Callable[..., Coroutine[Any, Any, Any]]) -> DurableProgram:
-    """Compile ``fn`` (an ``async def``) into a durable program; errors name construct and line."""
+def make_durable(fn: Callable[..., Coroutine[Any, Any, Any]], *, migrate: bool = True) -> DurableProgram:
+    """Compile ``fn`` (an ``async def``) into a durable program; errors name construct and line.
+
+    ``migrate``: when the code of a function on a paused instance's stack changes, move the
+    instance onto the new code where that is sound (the default), or (False) run it only on the
+    exact code it was saved with: pinned, it waits for a worker that has that code."""
     if isinstance(fn, DurableProgram):
+        if fn.migrate != migrate:
+            raise ValueError(f"{fn.qualname} is already durable with migrate={fn.migrate}")
         return fn
-    return DurableProgram(fn)
+    return DurableProgram(fn, migrate=migrate)
 
 
 def _require_coroutine_function(fn: Any) -> None:

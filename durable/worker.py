@@ -16,19 +16,21 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable
 
 from .backends import DurableBackend
 from .client import instance_store
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import LeaseLost, PauseForEventException, StoreError
+from .errors import IncompatibleStateError, LeaseLost, PauseForEventException, StoreError
 from .program import DurableProgram
 from .runtime.envelope import RUNNING
 from .runtime.runtime import DurableRuntime
 from .stores.base import InstanceStore, Lease, State
 
 logger = logging.getLogger("durable.worker")
+BLOCKED_RETRY_SECONDS = 300.0  # a worker tries an instance whose data it could not load again
 
 
 class _Stopped(Exception):
@@ -46,6 +48,7 @@ class LeasedBackend(DurableBackend):
         self.lost = False  # renewal found the lease taken: every save would be refused
         self.stopping = False  # stop after the next save (the worker is stopping)
         self.abandoned = False  # save nothing more (the worker stops now)
+        self.blocked = False  # given back as one this worker cannot run
         self._claimed: State | None = lease.state  # handed over with the lease: not read again
         self._events = lease.events  # as they were at the claim: good until the first save
 
@@ -110,6 +113,10 @@ class Worker:
         self._stop = False
         self._stop_now = False
         self._claimed_once = False
+        # What this worker found it cannot run: instances needing this code, these instances
+        # (until the time given: their data may be fixed meanwhile).
+        self._refused_code: set[str] = set()
+        self._refused_ids: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} on {self.store!r}, {len(self._running)} running>"
@@ -177,8 +184,9 @@ class Worker:
             free = self.concurrency - len(self._running)
             if free > 0:
                 try:
-                    leases = await self.store.claim(self.name, self.programs, free,
-                                                    self.lease_seconds, now=self.clock.time())
+                    leases = await self.store.claim(
+                        self.name, self.programs, free, self.lease_seconds, now=self.clock.time(),
+                        refused_code=self._refused_code, refused_ids=self._still_refused())
                 except (StoreError, OSError) as error:
                     if not self._claimed_once:
                         raise  # the store cannot be reached at all: the caller should know
@@ -195,6 +203,13 @@ class Worker:
                     else:
                         self._start(lease)
             await self._wakeup.wait()
+
+    def _still_refused(self) -> list[str]:
+        now = time.monotonic()
+        for instance_id, until in list(self._refused_ids.items()):
+            if until <= now:
+                del self._refused_ids[instance_id]
+        return list(self._refused_ids)
 
     async def _watch(self) -> None:
         """Wake the loop on every change in the store, and at least every ``poll_interval``
@@ -285,15 +300,37 @@ class Worker:
                 logger.info("instance %s failed: %s: %s", instance_id, type(error).__name__, error)
             elif not isinstance(error, Exception):
                 raise
-            elif not backend.abandoned:
+            elif backend.abandoned:
+                pass
+            elif isinstance(error, IncompatibleStateError):
+                await self._block(lease, backend, error)
+            else:
                 await self._fail(runtime, backend, error)
         finally:
-            if not backend.ended and not backend.lost:
+            if not backend.ended and not backend.lost and not backend.blocked:
                 await self._release(lease)
 
+    async def _block(self, lease: Lease, backend: LeasedBackend, error: IncompatibleStateError) -> None:
+        """This worker cannot run the instance (code or data it cannot load): give it back,
+        saying why, without touching its state or events, and claim it no more."""
+        logger.warning("instance %s cannot run on worker %s, left for a worker that can: %s",
+                       lease.instance_id, self.name, error)
+        if error.code_changed and lease.code is not None:
+            self._refused_code.add(lease.code)
+        else:
+            self._refused_ids[lease.instance_id] = time.monotonic() + BLOCKED_RETRY_SECONDS
+        try:
+            await self.store.block(lease, str(error))
+            backend.blocked = True
+        except LeaseLost:
+            backend.lost = True
+        except Exception as store_error:
+            logger.warning("instance %s: cannot record why it is blocked: %s", lease.instance_id,
+                           store_error)
+
     async def _fail(self, runtime: DurableRuntime, backend: LeasedBackend, error: Exception) -> None:
-        """The runtime raised without saving (state it cannot load or save): save the error,
-        so the instance ends instead of being claimed and failing again forever."""
+        """The runtime raised without saving (state it cannot save): save the error, so the
+        instance ends instead of failing again forever; its last save is kept for a retry."""
         logger.warning("instance %s cannot run: %s: %s; it is marked failed", runtime.instance_id,
                        type(error).__name__, error)
         try:

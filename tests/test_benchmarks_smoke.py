@@ -154,3 +154,10 @@ def test_fanout_quick_run_reports_every_row(tmp_path: Path) -> None:
     assert all(row["values"] and all(v > 0 for v in row["values"]) for row in rows.values())
     for key in rows:
         assert f"\n{key} " in done.stdout
+
+
+def test_check_quick_run_reports_its_row(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("durable check of 500 waiting instances (SQLite): median ")

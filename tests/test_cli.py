@@ -259,3 +259,73 @@ async def test_suspend_resume_and_cancel(modules, tmp_path, url, client, flows) 
     code, _, err = await cli("suspend", "nobody")
     assert code == 1
     one_error_line(err, "no instance 'nobody'")
+
+
+DEPLOYED = '''
+from durable import PauseForEventException, make_durable
+
+
+async def add(x):
+    raise PauseForEventException("add")
+    return x + 1
+
+
+async def wait(x):
+    raise PauseForEventException("wait")
+    return x
+
+
+async def divide(x):
+    return await half(x)
+
+
+async def half(x):
+    return x // 0
+
+
+add_program, wait_program, divide_program = map(make_durable, (add, wait, divide))
+'''
+
+
+async def test_check_and_retry(modules, tmp_path, url, client) -> None:
+    cli = lambda *args: durable(modules, tmp_path, *args, "--store", url)  # noqa: E731
+    (tmp_path / "cli_deployed.py").write_text(DEPLOYED)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        deployed = importlib.import_module("cli_deployed")
+    finally:
+        sys.path.remove(str(tmp_path))
+    await client.start(deployed.add_program, 1, instance_id="moves")
+    await client.start(deployed.wait_program, 1, instance_id="stays")
+    await client.start(deployed.divide_program, 4, instance_id="fails")
+    worker = Worker(client.store, [deployed.add_program, deployed.wait_program,
+                                   deployed.divide_program])
+    running = asyncio.create_task(worker.run())
+    await client.wait_for_status("moves", "waiting", timeout=30)
+    await client.wait_for_status("stays", "waiting", timeout=30)
+    with pytest.raises(ZeroDivisionError):
+        await client.result("fails", timeout=30)
+    worker.stop()
+    await running
+    assert await cli("check", "cli_deployed") == (0, (
+        "moves  add()  line 6: unchanged\n"
+        "stays  wait()  line 11: unchanged\n"
+        "2 of 2 unfinished instance(s) can run on this code\n"), "")
+    (tmp_path / "cli_deployed.py").write_text(DEPLOYED.replace("x + 1", "x + 2").replace(
+        'Exception("wait")', 'Exception("later")').replace("x // 0", "x // 2"))
+    code, out, err = await cli("check", "cli_deployed")
+    assert (code, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[0] == "moves  add()  line 6 -> line 6: moves"
+    assert lines[1].startswith("stays  wait()  line 11: stays: the resume point "
+                               "`raise PauseForEventException('wait')#1` (line 11) no longer exists")
+    assert lines[2] == "1 of 2 unfinished instance(s) can run on this code; 1 cannot"
+    code, out, _ = await cli("check", "cli_deployed", "--json")
+    assert code == 1
+    assert [(c["instance_id"], c["runs"]) for c in map(json.loads, out.splitlines())] == [
+        ("moves", True), ("stays", False)]
+    assert await cli("retry", "fails") == (0, "fails runs again from its last save\n", "")
+    assert await cli("retry", "fails") == (0, "fails has not failed; nothing changed\n", "")
+    code, _, err = await cli("retry", "nobody")
+    assert code == 1
+    one_error_line(err, "no instance 'nobody'")

@@ -229,8 +229,7 @@ async def resume_after_edit(source: str, old: str, new: str, directory: Path) ->
     return await make_durable(module.main)(orchestration_backend=backend, instance_id="i")
 
 
-async def test_changed_source_is_refused_naming_the_function(tmp_path) -> None:
-    source = """
+STEP_THEN_RETURN = """
     async def step(x):
         PAUSE("wait")
         return x + 1
@@ -238,9 +237,19 @@ async def test_changed_source_is_refused_naming_the_function(tmp_path) -> None:
     async def main():
         return await step(1)
     """
+
+
+async def test_a_change_after_the_resume_point_moves_the_frame_onto_the_new_code(tmp_path) -> None:
+    assert await resume_after_edit(STEP_THEN_RETURN, "return x + 1", "return x + 2", tmp_path) == 3
+
+
+async def test_a_removed_resume_point_is_refused_naming_the_function_and_the_point(tmp_path) -> None:
     with pytest.raises(IncompatibleStateError, match=r"code of step\(\)") as caught:
-        await resume_after_edit(source, "return x + 1", "return x + 2", tmp_path)
+        await resume_after_edit(STEP_THEN_RETURN, 'Exception("wait")', 'Exception("later")',
+                                tmp_path)
     assert caught.value.function == "step"
+    assert re.search(r"the resume point `raise PauseForEventException\('wait'\)#1` \(line \d+\) "
+                     r"no longer exists in step\(\)", str(caught.value))
 
 
 async def test_comments_and_layout_changes_are_not_code_changes(tmp_path) -> None:

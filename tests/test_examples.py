@@ -103,3 +103,11 @@ def test_flaky_email_sends_every_email_exactly_once_across_crashes(tmp_path: Pat
     assert (tmp_path / "emails.db").exists() and not (tmp_path / "flaky_email.db").exists()
     again = run(None)  # the instance has finished: nothing is sent, nothing printed
     assert (again.returncode, again.stdout) == (0, ""), again.stderr
+
+
+def test_fix_and_retry_finishes_a_failed_instance_on_the_fixed_code(tmp_path: Path) -> None:
+    assert _run("fix_and_retry.py", tmp_path) == (
+        "order-7 failed: ZeroDivisionError: division by zero\n"
+        "order-7 runs again from its last save\n"
+        '"order-7: 2 items reserved once, charged 50.0"\n'
+        "reservations made: 1\n")

@@ -16,7 +16,6 @@ from harness import running
 
 from durable import (
     Client,
-    IncompatibleStateError,
     InstanceTerminated,
     PauseForEventException,
     SerializationError,
@@ -163,13 +162,15 @@ async def test_an_unsaveable_local_fails_the_instance_instead_of_retrying_it(cli
     assert STARTS["u-1"] == 1
 
 
-async def test_state_that_cannot_be_loaded_fails_the_instance(client, store) -> None:
+async def test_state_that_cannot_be_loaded_blocks_the_instance_untouched(client, store) -> None:
     await client.start(steps, "bad", 2, instance_id="bad")
     state = await store.load("bad")
     await store.save("bad", {**state, "frames": [b"not a pickle"]})
-    async with running(Worker(store, [steps])):
-        with pytest.raises(IncompatibleStateError, match="cannot load the saved state"):
-            await client.result("bad", timeout=60)
+    async with running(Worker(store, [steps], name="w")):
+        info = await client.wait_for_status("bad", "blocked", timeout=60)
+    assert info.status == "blocked" and info.blocked_by == "w"
+    assert "cannot load the saved state" in info.reason
+    assert (await store.load("bad"))["frames"] == [b"not a pickle"]
     assert STARTS["bad"] == 0
 
 

@@ -11,6 +11,8 @@ continues whatever was pending, routing it through outer ``finally`` clauses.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -30,10 +32,54 @@ class Handler:
 
 @dataclass
 class Suspension:
-    """A resume point: the only places a saved frame can stand."""
+    """A resume point: the only places a saved frame can stand.
 
-    id: str
+    ``owners`` are the constructs and statements it is lowered inside (see
+    ``Owner``), outermost first; ``labels`` what each was doing then.
+    """
+
+    what: str  # the code it awaits, normalised
     line: int
+    owners: tuple[Owner, ...]
+    labels: tuple[str, ...]
+
+    @property
+    def place(self) -> str:
+        """The constructs around it and what it awaits: the same in any version of the
+        function where those are the same."""
+        constructs = [label for owner, label in zip(self.owners, self.labels, strict=True)
+                      if not owner.is_statement]
+        return "/".join([*constructs, self.what])
+
+
+@dataclass(eq=False)
+class Owner:
+    """A construct or statement that owns the frame variables made while lowering it.
+
+    A variable's *role* at a resume point (its owner's place among the point's
+    owners, the owner's part then, its number there) is the same in any version
+    of the function where those owners are the same, so a frame saved by one
+    version can hand its values to another.
+    """
+
+    signature: str  # "for item in items", "try", "with lock", or a statement's code
+    part: str = ""  # where lowering is: "body", "else", "except ValueError", "finally"...
+    is_statement: bool = False  # a statement, not a construct: not part of a point's place
+    made: dict[str, int] = field(default_factory=dict)  # variables made so far, per part
+
+    @property
+    def label(self) -> str:
+        return f"{self.signature}:{self.part}" if self.part else self.signature
+
+
+@dataclass(frozen=True)
+class Made:
+    """Who made a frame variable, and as what (see ``Owner``)."""
+
+    owner: Owner | None
+    part: str
+    number: int
+    holds: str
 
 
 @dataclass
@@ -76,6 +122,23 @@ class Emitter:
         self.current: Block | None = None
         self.aliases: dict[int, int] = {}
         self.line = 0  # file line synthetic statements are attributed to
+        self.owners: list[Owner] = []  # the constructs and the statement being lowered, innermost last
+        self.made: dict[str, Made] = {}  # frame variable -> who made it
+
+    # Owners.
+    @contextmanager
+    def owned(self, owner: Owner) -> Iterator[Owner]:
+        """Lower inside ``owner``: variables made meanwhile are its own."""
+        self.owners.append(owner)
+        try:
+            yield owner
+        finally:
+            self.owners.pop()
+
+    def suspension(self, what: str) -> Suspension:
+        """A resume point here, awaiting ``what``."""
+        return Suspension(what, self.line, tuple(self.owners),
+                          tuple(owner.label for owner in self.owners))
 
     # Labels and blocks.
     def new_label(self) -> int:
@@ -171,6 +234,12 @@ class Emitter:
         self.temp_count += 1
         variable = f"{self.prefix}t{self.temp_count}"
         self.temps[variable] = f"{holds} (line {self.line})"
+        owner = self.owners[-1] if self.owners else None
+        part = owner.part if owner is not None else ""
+        number = owner.made.get(part, 0) if owner is not None else len(self.made)
+        if owner is not None:
+            owner.made[part] = number + 1
+        self.made[variable] = Made(owner, part, number, holds)
         return cst.Name(variable)
 
     def local(self, hint: str) -> cst.Name:

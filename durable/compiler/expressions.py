@@ -13,6 +13,8 @@ an ``await`` become loops over renamed variables.
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -20,7 +22,7 @@ import libcst as cst
 
 from ..runtime.actions import AWAIT
 from . import nodes
-from .emitter import Emitter, Suspension
+from .emitter import Emitter
 from .marks import SuspensionMarks
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ class ExpressionLowering:
     emitter: Emitter
     marks: SuspensionMarks
     source: FunctionSource
-    suspension_count: int
+    described: dict[cst.CSTNode, str]  # what the compiler's own awaits await, for their ids
     awaited_names: set[str]  # `await name(...)`: globals make_durable compiles up front
 
     def lower_statement(self, statement: cst.BaseStatement) -> None:  # pragma: no cover
@@ -48,7 +50,8 @@ class ExpressionLowering:
             awaited = expr.expression
             if isinstance(awaited, cst.Call) and isinstance(awaited.func, cst.Name):
                 self.awaited_names.add(awaited.func.value)
-            return self.await_value(self.explode(awaited), ignore_result)
+            what = self.described.get(awaited) or self.code_of(awaited)
+            return self.await_value(self.explode(awaited), ignore_result, what=what)
         if isinstance(expr, cst.BooleanOperation):
             return self._boolean(expr)
         if isinstance(expr, cst.IfExp):
@@ -107,12 +110,13 @@ class ExpressionLowering:
 
     # Suspension points.
     def await_value(self, awaitable: cst.BaseExpression, ignore_result: bool = False,
-                    on_stop: int | None = None) -> cst.BaseExpression:
+                    on_stop: int | None = None, *, what: str) -> cst.BaseExpression:
         """End the block handing ``awaitable`` to the runtime; the outcome arrives in the next one.
 
-        With ``on_stop``, a ``StopAsyncIteration`` outcome jumps there instead of raising.
+        ``what`` names the awaited code in the resume point's id. With ``on_stop``, a
+        ``StopAsyncIteration`` outcome jumps there instead of raising.
         """
-        self.resume_point(nodes.integer(AWAIT), awaitable)
+        self.resume_point(nodes.integer(AWAIT), awaitable, what)
         value = cst.Name(f"{self.emitter.prefix}V")
         thrown = nodes.call(self.emitter.helper("type"), value)
         test = cst.Comparison(thrown, [cst.ComparisonTarget(cst.Is(), self.emitter.helper("Thrown"))])
@@ -128,15 +132,27 @@ class ExpressionLowering:
         self.emitter.emit(nodes.assign(temp, value))
         return temp
 
-    def resume_point(self, kind: cst.Integer, payload: cst.BaseExpression) -> int:
+    def resume_point(self, kind: cst.Integer, payload: cst.BaseExpression, what: str) -> int:
         """End the open block with ``(kind, resume, payload)`` and open the resume block."""
-        resume = self.emitter.new_label()
-        action = nodes.tuple_of(kind, self.emitter.ref(resume), payload)
-        self.emitter.terminate(nodes.return_small(action), successors=(resume,))
-        self.suspension_count += 1
-        suspension = Suspension(id=f"{self.emitter.line}:{self.suspension_count}", line=self.emitter.line)
-        self.emitter.mark(resume, suspension)
+        e = self.emitter
+        resume = e.new_label()
+        action = nodes.tuple_of(kind, e.ref(resume), payload)
+        e.terminate(nodes.return_small(action), successors=(resume,))
+        e.mark(resume, e.suspension(what))
         return resume
+
+    def code_of(self, node: cst.CSTNode) -> str:
+        """``node``'s code, normalised (layout and comments dropped, the compiler's own
+        variables unnumbered), so that it reads the same in any version of the function."""
+        text = cst.Module([]).code_for_node(node)
+        prefix = re.escape(self.emitter.prefix)
+        text = re.sub(rf"\b{prefix}([A-Za-z_]*?)\d*\b", r"__\1", text)
+        for mode in ("eval", "exec"):
+            try:
+                return ast.unparse(ast.parse(text.strip(), mode=mode))
+            except SyntaxError:
+                continue
+        return " ".join(text.split())  # a fragment (a pattern, a target): its words
 
     # Branching expressions.
     def _boolean(self, expr: cst.BooleanOperation) -> cst.BaseExpression:

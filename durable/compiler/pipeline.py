@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import types
 from typing import Any
 
-from ..runtime.code import CodeBlock, CompiledFunction
+from ..runtime.code import CodeBlock, CompiledFunction, ResumePoint
 from ..runtime.helpers import HELPER_CELLS
 from .check import check
 from .codegen import generate
 from .emitter import Block
 from .liveness import live_variables
 from .marks import SuspensionMarks
+from .points import resume_points
 from .rewrites import rewrite_zero_argument_super
 from .scope import analyse, reserved_prefix
 from .source import FunctionSource, read_source
@@ -38,14 +41,19 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any], *,
     generated = generate(source, blocks, labels, prefix, variables, scope.globals)
     live, captured = live_variables(blocks, generated.block_codes, set(variables))
     captured |= frozenset(code.co_freevars)  # shared with the enclosing scope
+    saved = {b.pc: live[b.pc] | captured for b in blocks}
+    points = resume_points(blocks, saved, transformer.emitter.made, source)
+    fingerprint = lowered_fingerprint(source.fingerprint, generated.text)
     return CompiledFunction(
         key=source.key,
         qualname=source.qualname,
         filename=source.filename,
         first_line=code.co_firstlineno,
-        fingerprint=source.fingerprint,
+        fingerprint=fingerprint,
+        source_fingerprint=source.fingerprint,
         globals=globals_,
-        blocks=tuple(_code_block(b, generated.block_codes[b.pc], live[b.pc] | captured) for b in blocks),
+        blocks=tuple(_code_block(b, generated.block_codes[b.pc], saved[b.pc], points.get(b.pc))
+                     for b in blocks),
         variables=tuple(variables),
         captured=captured,
         descriptions=dict(temps),
@@ -53,7 +61,22 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any], *,
         awaited_names=frozenset(transformer.awaited_names - scope.variables),
         nested_codes=tuple(c for pc in sorted(generated.block_codes) for c in _nested(generated.block_codes[pc])),
         listing_text=generated.text,
+        points={point.id: pc for pc, point in points.items()},
+        positions={pc: _position_json(source.key, fingerprint, point) for pc, point in points.items()},
     )
+
+
+def _position_json(key: str, fingerprint: str, point: ResumePoint) -> str:
+    """Where a frame stands, as plain metadata a store keeps beside the state (``durable check``
+    reads it without loading any state): compact, since every save carries it."""
+    return json.dumps([key, fingerprint, point.id, point.count, point.line, point.owners,
+                       point.variables, point.roles], separators=(",", ":"))
+
+
+def lowered_fingerprint(source_fingerprint: str, listing: str) -> str:
+    """What a saved position is valid for: the source and the blocks it was lowered into (a
+    compiler that lowers the same source differently never resumes a frame by its number)."""
+    return hashlib.sha256(f"{source_fingerprint}\0{listing}".encode()).hexdigest()[:16]
 
 
 def _prepared(source: FunctionSource, parameters: tuple[str, ...]) -> FunctionSource:
@@ -73,14 +96,14 @@ def _nested(code: types.CodeType) -> list[types.CodeType]:
     return found
 
 
-def _code_block(block: Block, code: types.CodeType, live: frozenset[str]) -> CodeBlock:
+def _code_block(block: Block, code: types.CodeType, live: frozenset[str],
+                point: ResumePoint | None) -> CodeBlock:
     handler = block.handler
-    suspension = block.suspension
     return CodeBlock(
         pc=block.pc,
         code=code,
         handler=(handler.target, handler.variable, handler.is_finally) if handler else None,
         handling=block.handling,
-        suspension=(suspension.id, suspension.line) if suspension else None,
+        point=point,
         live=live,
     )

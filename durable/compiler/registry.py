@@ -93,19 +93,20 @@ def for_awaited(code: types.CodeType, globals_: dict[str, Any]) -> CompiledFunct
 
 
 def resolve(key: str, fingerprint: str) -> CompiledFunction:
-    """The function a saved frame names, as long as its code is the one it was saved with."""
-    function = _current(key)
-    if function.fingerprint != fingerprint:
+    """The function a saved closure's code refers to, as long as its code is the one it was
+    saved with (its nested code is found by its place in the function: no moving it)."""
+    function = current(key)
+    if fingerprint not in (function.fingerprint, function.source_fingerprint):
         raise IncompatibleStateError(
             f"the code of {function.qualname}() ({function.filename}) changed after this instance "
-            "saved a frame of it; resuming would run different code from the same position. "
-            "Finish or discard instances started with the old code before deploying the change.",
-            function=function.qualname,
+            "saved a function, lambda or class defined in it; the instance waits, intact, for a "
+            "worker that has the code it was saved with.",
+            function=function.qualname, code_changed=True,
         )
     return function
 
 
-def _current(key: str) -> CompiledFunction:
+def current(key: str) -> CompiledFunction:
     """The function now defined under ``key``: looked up in its module when it can be."""
     module_name, _, qualname = key.partition(":")
     if "<locals>" in qualname:
@@ -119,7 +120,7 @@ def _current(key: str) -> CompiledFunction:
             f"saved state names the durable function {qualname}() in module {module_name}, "
             "which cannot be found; import or define it (and call make_durable on it if it is "
             "not a module-level function) before resuming",
-            function=qualname,
+            function=qualname, code_changed=True,
         ) from None
     target = getattr(target, "__func__", target)  # a classmethod or bound method
     while getattr(target, "__code__", None) is None or target.__code__.co_qualname != qualname:
@@ -127,7 +128,7 @@ def _current(key: str) -> CompiledFunction:
         if wrapped is None:
             raise IncompatibleStateError(
                 f"{module_name}.{qualname} is no longer the async function this instance saved",
-                function=qualname,
+                function=qualname, code_changed=True,
             )
         target = wrapped
     return compiled(target.__code__, target.__globals__)
@@ -137,7 +138,7 @@ def _current_local(module_name: str, qualname: str) -> CompiledFunction:
     """A function defined inside another: inside durable code, found through the outer one."""
     outer_name = qualname.rpartition(".<locals>.")[0]
     try:
-        outer = _current(f"{module_name}:{outer_name}")
+        outer = current(f"{module_name}:{outer_name}")
     except IncompatibleStateError:
         outer = None
     if outer is not None:
@@ -150,7 +151,7 @@ def _current_local(module_name: str, qualname: str) -> CompiledFunction:
     raise IncompatibleStateError(
         f"saved state names {qualname}(), a function defined inside another function; "
         "call make_durable on it in this process before resuming",
-        function=qualname,
+        function=qualname, code_changed=True,
     )
 
 

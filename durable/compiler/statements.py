@@ -9,11 +9,13 @@ becomes.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import libcst as cst
 
 from ..runtime.actions import PAUSE
 from . import nodes
-from .emitter import Block, Emitter, FinallyRegion, Handler, Loop
+from .emitter import Block, Emitter, FinallyRegion, Handler, Loop, Owner
 from .expressions import ExpressionLowering
 from .marks import SuspensionMarks, is_static_pause
 from .source import FunctionSource
@@ -27,7 +29,7 @@ class DurableAstTransformer(ExpressionLowering):
         self.source = source
         self.marks = marks or SuspensionMarks()
         self.emitter = Emitter(prefix)
-        self.suspension_count = 0
+        self.described: dict[cst.CSTNode, str] = {}
         self.awaited_names: set[str] = set()
 
     def transform(self) -> tuple[list[Block], dict[int, int]]:
@@ -48,7 +50,8 @@ class DurableAstTransformer(ExpressionLowering):
             for small in suite.body:
                 self.at(small)
                 if self.marks.suspends(small):
-                    self._small(small)
+                    with self._statement(small):
+                        self._small(small)
                 else:
                     self._verbatim(nodes.line(small), original=small)
             return
@@ -75,6 +78,18 @@ class DurableAstTransformer(ExpressionLowering):
             self._match(statement)
         else:
             raise self.source.error(f"a suspension point inside {type(statement).__name__}", statement)
+
+    # Owners: what the frame variables made while lowering belong to (see ``emitter.Owner``).
+    def _construct(self, node: cst.CSTNode, signature: str) -> AbstractContextManager[Owner | None]:
+        """Lower inside the user's construct ``node`` (one the compiler wrote owns nothing: what
+        it makes belongs to the construct or statement it was written for)."""
+        if node not in self.source.positions:
+            return nullcontext()
+        return self.emitter.owned(Owner(signature))
+
+    def _statement(self, node: cst.CSTNode, code: str | None = None) -> AbstractContextManager[Owner]:
+        """Lower a statement, or a construct's header, that has its own values to spill."""
+        return self.emitter.owned(Owner(code or self.code_of(node), is_statement=True))
 
     def _verbatim(self, statement: cst.BaseStatement, original: cst.CSTNode | None = None) -> None:
         original = original or statement
@@ -199,7 +214,7 @@ class DurableAstTransformer(ExpressionLowering):
             self.emitter.emit(nodes.assign(pause, exc))
             self.emitter.emit(nodes.if_then(
                 nodes.negate(nodes.call(helper("isinstance"), pause, helper("Pause"))), cst.Raise(pause)))
-            self.resume_point(nodes.integer(PAUSE), pause)
+            self.resume_point(nodes.integer(PAUSE), pause, f"raise {self.code_of(node.exc)}")
             value = cst.Name(f"{self.emitter.prefix}V")
             thrown = cst.Comparison(nodes.call(helper("type"), value),
                                     [cst.ComparisonTarget(cst.Is(), helper("Thrown"))])
@@ -218,7 +233,8 @@ class DurableAstTransformer(ExpressionLowering):
         # rewrite: if not test: goto else; body; goto end; else: orelse; end:
         e = self.emitter
         otherwise, end = e.new_label(), e.new_label()
-        e.branch(nodes.negate(self.explode(node.test)), otherwise)
+        with self._statement(node.test, f"if {self.code_of(node.test)}"):
+            e.branch(nodes.negate(self.explode(node.test)), otherwise)
         self.lower_body(node.body)
         e.jump(end)
         e.mark(otherwise)
@@ -232,13 +248,13 @@ class DurableAstTransformer(ExpressionLowering):
         # rewrite: head: if not test: goto else; body; goto head; else: orelse; end:
         e = self.emitter
         head, otherwise, end = e.new_label(), e.new_label(), e.new_label()
-        e.mark(head)
-        self.at(node.test)
-        e.branch(nodes.negate(self.explode(node.test)), otherwise)
-        self._loop_body(node.body, Loop(end, head, len(e.finally_regions)), head)
-        e.mark(otherwise)
-        if node.orelse is not None:
-            self.lower_body(node.orelse.body)
+        with self._construct(node, f"while {self.code_of(node.test)}") as owner:
+            e.mark(head)
+            self.at(node.test)
+            _part(owner, "test")
+            with self._statement(node.test):
+                e.branch(nodes.negate(self.explode(node.test)), otherwise)
+            self._loop_body(node, owner, head, otherwise, end)
         e.mark(end)
 
     def _for(self, node: cst.For) -> None:
@@ -247,43 +263,58 @@ class DurableAstTransformer(ExpressionLowering):
         # (async: it = aiter(x); head: v = await anext(it), StopAsyncIteration -> else)
         e = self.emitter
         helper = e.helper
-        iterator = e.temp("the iterator of the `for` loop")
         is_async = node.asynchronous is not None
-        e.emit(nodes.assign(iterator, nodes.call(helper("aiter" if is_async else "iter"),
-                                                 self.explode(node.iter))))
+        header = f"for {self.code_of(node.target)} in {self.code_of(node.iter)}"
         head, otherwise, end = e.new_label(), e.new_label(), e.new_label()
-        e.mark(head)
-        self.at(node.target)
-        if is_async:
-            item = self.await_value(nodes.call(helper("anext"), iterator), on_stop=otherwise)
-        else:
-            item = e.temp() if self.marks.suspends(node.target) else e.local("item")
-            step = cst.Try(
-                body=nodes.suite([nodes.assign(item, nodes.call(helper("next"), iterator))]),
-                handlers=[cst.ExceptHandler(
-                    body=nodes.suite([nodes.line(nodes.return_small(e.ref(otherwise)))]),
-                    type=helper("StopIteration"),
-                )],
-            )
-            e.emit(step)
-            e.current.successors.add(otherwise)
-        self._store(node.target, item)
-        self._loop_body(node.body, Loop(end, head, len(e.finally_regions)), head)
-        e.mark(otherwise)
-        if node.orelse is not None:
-            self.lower_body(node.orelse.body)
+        with self._construct(node, header) as owner:
+            iterator = e.temp("the iterator of the `for` loop")
+            with self._statement(node.iter, header):
+                e.emit(nodes.assign(iterator, nodes.call(helper("aiter" if is_async else "iter"),
+                                                         self.explode(node.iter))))
+            e.mark(head)
+            self.at(node.target)
+            _part(owner, "next")
+            with self._statement(node.target, header):
+                if is_async:
+                    item = self.await_value(nodes.call(helper("anext"), iterator), on_stop=otherwise,
+                                            what=f"anext({self.code_of(node.iter)})")
+                else:
+                    item = e.temp() if self.marks.suspends(node.target) else e.local("item")
+                    step = cst.Try(
+                        body=nodes.suite([nodes.assign(item, nodes.call(helper("next"), iterator))]),
+                        handlers=[cst.ExceptHandler(
+                            body=nodes.suite([nodes.line(nodes.return_small(e.ref(otherwise)))]),
+                            type=helper("StopIteration"),
+                        )],
+                    )
+                    e.emit(step)
+                    e.current.successors.add(otherwise)
+                self._store(node.target, item)
+            self._loop_body(node, owner, head, otherwise, end)
         e.mark(end)
 
-    def _loop_body(self, body: cst.BaseSuite, loop: Loop, head: int) -> None:
+    def _loop_body(self, node: cst.While | cst.For, owner: Owner | None, head: int, otherwise: int,
+                   end: int) -> None:
+        """The body (``break`` goes to ``end``, ``continue`` and its end to ``head``), then at
+        ``otherwise`` the ``else`` clause."""
         e = self.emitter
-        e.loops.append(loop)
-        self.lower_body(body)
+        _part(owner, "body")
+        e.loops.append(Loop(end, head, len(e.finally_regions)))
+        self.lower_body(node.body)
         e.jump(head)
         e.loops.pop()
+        e.mark(otherwise)
+        if node.orelse is not None:
+            _part(owner, "else")
+            self.lower_body(node.orelse.body)
 
     def _try(self, node: cst.Try) -> None:
         # rewrite: a try region: its blocks name their handler (except dispatch, then finally);
         # `finally` runs with a completion record and continues it at its end
+        with self._construct(node, "try") as owner:
+            self._try_parts(node, owner)
+
+    def _try_parts(self, node: cst.Try, owner: Owner | None) -> None:
         e = self.emitter
         after = e.new_label()
         region = None
@@ -296,22 +327,25 @@ class DurableAstTransformer(ExpressionLowering):
         if node.handlers:
             caught, dispatch = e.temp("the exception being handled").value, e.new_label()
             e.handlers.append(Handler(dispatch, caught, is_finally=False))
+        _part(owner, "body")
         e.mark(e.new_label())
         self.lower_body(node.body)
         if node.handlers:
             e.handlers.pop()
         if node.orelse is not None:
+            _part(owner, "else")
             e.mark(e.new_label())
             self.lower_body(node.orelse.body)
         leave = region.label if region is not None else after
         e.jump(leave)
         if node.handlers:
-            self._handlers(node.handlers, caught, dispatch, leave)
+            self._handlers(node.handlers, caught, dispatch, leave, owner)
         if region is not None:
             e.handlers.pop()
             e.finally_regions.pop()
             e.handling.append((region.record, True))
             self.at(node.finalbody)
+            _part(owner, "finally")
             e.mark(region.label)
             self.lower_body(node.finalbody.body)
             e.end_finally(region, after)
@@ -319,7 +353,7 @@ class DurableAstTransformer(ExpressionLowering):
         e.mark(after)
 
     def _handlers(self, handlers: tuple[cst.ExceptHandler, ...], caught: str, dispatch: int,
-                  leave: int) -> None:
+                  leave: int, owner: Owner | None) -> None:
         # rewrite: dispatch: if matches(exc, E1): goto h1 ...; else re-raise exc
         e = self.emitter
         e.handling.append((caught, False))
@@ -335,6 +369,7 @@ class DurableAstTransformer(ExpressionLowering):
             e.terminate(nodes.return_small(nodes.tuple_of(nodes.integer(2), cst.Name(caught))))
         for handler, label in zip(handlers, labels, strict=True):
             self.at(handler)
+            _part(owner, self._clause(handler))
             e.mark(label)
             if handler.name is None:
                 self.lower_body(handler.body)
@@ -356,30 +391,38 @@ class DurableAstTransformer(ExpressionLowering):
         #        except BaseException: ok = False; if not exit(*exc_info()): raise
         #   finally: if ok: exit(None, None, None)
         # (async: aenter/aexit, each call awaited)
-        e = self.emitter
-        helper = e.helper
         item, rest = node.items[0], node.items[1:]
         body = _statements(node.body) if not rest else [node.with_changes(items=rest)]
         is_async = node.asynchronous is not None
+        header = f"with {self.code_of(item)}"
+        with self._construct(node, header):
+            self._with_item(item, body, is_async, header)
+
+    def _with_item(self, item: cst.WithItem, body: list[cst.BaseStatement], is_async: bool,
+                   header: str) -> None:
+        e = self.emitter
+        helper = e.helper
         manager, exit_ = e.temp("the context manager of the `with`"), e.temp("the context manager of the `with`")
         value, ok = e.temp(), e.temp()
         self.at(item)
-        e.emit(nodes.assign(manager, self.explode(item.item)))
+        with self._statement(item, header):
+            e.emit(nodes.assign(manager, self.explode(item.item)))
         enter = nodes.call(helper("aenter" if is_async else "enter"), manager)
         e.emit(nodes.assign(cst.Tuple([cst.Element(exit_), cst.Element(value)]), enter))
         if is_async:
-            e.emit(nodes.assign(value, self.await_value(value)))
+            e.emit(nodes.assign(value, self.await_value(value, what=f"aenter({self.code_of(item.item)})")))
         e.emit(nodes.assign(ok, cst.Name("True")))
 
         def exit_call(*args: cst.BaseExpression) -> cst.BaseExpression:
             result = cst.Call(exit_, [cst.Arg(a) for a in args])
-            return cst.Await(result) if is_async else result
+            return self._exiting(cst.Await(result), item) if is_async else result
 
         bind = [nodes.assign(item.asname.name, value)] if item.asname is not None else []
         suppress = cst.Call(exit_, [cst.Arg(nodes.call(helper("exc_info")), star="*")])
         on_error = [
             nodes.assign(ok, cst.Name("False")),
-            nodes.if_then(nodes.negate(cst.Await(suppress) if is_async else suppress), cst.Raise()),
+            nodes.if_then(nodes.negate(self._exiting(cst.Await(suppress), item) if is_async else suppress),
+                          cst.Raise()),
         ]
         inner = cst.Try(
             body=nodes.suite([*bind, *body]),
@@ -390,27 +433,46 @@ class DurableAstTransformer(ExpressionLowering):
         self.lower_statement(cst.Try(body=nodes.suite([inner]),
                                      finalbody=cst.Finally(nodes.suite([cleanup]))))
 
+    def _exiting(self, awaited: cst.Await, item: cst.WithItem) -> cst.Await:
+        """An ``await`` of the manager's ``__aexit__``, named for the resume point's id."""
+        self.described[awaited.expression] = f"aexit({self.code_of(item.item)})"
+        return awaited
+
+    def _clause(self, handler: cst.ExceptHandler) -> str:
+        """``except ValueError as error``: a part of a ``try``."""
+        kind = f" {self.code_of(handler.type)}" if handler.type is not None else ""
+        name = f" as {self.code_of(handler.name.name)}" if handler.name is not None else ""
+        return f"except{kind}{name}"
+
     def _match(self, node: cst.Match) -> None:
         # rewrite: s = subject; for each case: ok = False; match s: case P: ok = True
         #          if not ok: goto next; if not guard: goto next; body; goto end
         e = self.emitter
-        subject = e.temp("the subject of the `match`")
-        e.emit(nodes.assign(subject, self.explode(node.subject)))
+        header = f"match {self.code_of(node.subject)}"
         end = e.new_label()
-        for case in node.cases:
-            self.at(case)
-            following = e.new_label()
-            ok = e.local("matched")
-            e.emit(nodes.assign(ok, cst.Name("False")))
-            e.emit(cst.Match(subject=subject, cases=[
-                cst.MatchCase(pattern=case.pattern, body=nodes.suite([nodes.assign(ok, cst.Name("True"))]))
-            ]), verbatim=False)
-            e.branch(nodes.negate(ok), following)
-            if case.guard is not None:
-                e.branch(nodes.negate(self.explode(case.guard)), following)
-            self.lower_body(case.body)
-            e.jump(end)
-            e.mark(following)
+        with self._construct(node, header) as owner:
+            subject = e.temp("the subject of the `match`")
+            with self._statement(node.subject, header):
+                e.emit(nodes.assign(subject, self.explode(node.subject)))
+            for case in node.cases:
+                self.at(case)
+                clause = f"case {self.code_of(case.pattern)}"
+                if case.guard is not None:
+                    clause += f" if {self.code_of(case.guard)}"
+                _part(owner, clause)
+                following = e.new_label()
+                ok = e.local("matched")
+                e.emit(nodes.assign(ok, cst.Name("False")))
+                e.emit(cst.Match(subject=subject, cases=[
+                    cst.MatchCase(pattern=case.pattern, body=nodes.suite([nodes.assign(ok, cst.Name("True"))]))
+                ]), verbatim=False)
+                e.branch(nodes.negate(ok), following)
+                if case.guard is not None:
+                    with self._statement(case.guard, clause):
+                        e.branch(nodes.negate(self.explode(case.guard)), following)
+                self.lower_body(case.body)
+                e.jump(end)
+                e.mark(following)
         e.mark(end)
 
 
@@ -421,6 +483,12 @@ _INPLACE = {
     cst.LeftShiftAssign: "ilshift", cst.RightShiftAssign: "irshift",
     cst.BitAndAssign: "iand", cst.BitOrAssign: "ior", cst.BitXorAssign: "ixor",
 }
+
+
+def _part(owner: Owner | None, part: str) -> None:
+    """Lowering has moved on to ``part`` of the construct ``owner`` (if the user wrote it)."""
+    if owner is not None:
+        owner.part = part
 
 
 def _statements(suite: cst.BaseSuite) -> list[cst.BaseStatement]:

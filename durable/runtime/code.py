@@ -10,6 +10,20 @@ import libcst as cst
 
 
 @dataclass(frozen=True)
+class ResumePoint:
+    """A place a saved frame can stand, named so that a changed version of the function can
+    find it again (see ``compiler.points``): what a frame saves of it, and what a new version
+    needs to take the frame over."""
+
+    id: str  # "for item in items/try:body/charge(order)#2", or the name the user gave it
+    count: int  # points sharing its place: another count in a new version makes ``#2`` ambiguous
+    line: int
+    owners: tuple[str, ...]  # the constructs and statements around it, outermost first
+    variables: tuple[str, ...]  # the user's variables a frame standing here may hold
+    roles: tuple[tuple[str, str], ...]  # the compiler's: (name, "depth:part:number:what")
+
+
+@dataclass(frozen=True)
 class CodeBlock:
     """Straight-line code between suspension points, compiled to a real Python function.
 
@@ -23,7 +37,7 @@ class CodeBlock:
     code: types.CodeType
     handler: tuple[int, str, bool] | None
     handling: tuple[tuple[str, bool], ...]
-    suspension: tuple[str, int] | None  # (stable id, line) when this block is a resume point
+    point: ResumePoint | None  # when this block is where a frame resumes
     live: frozenset[str]
 
 
@@ -35,7 +49,8 @@ class CompiledFunction:
     qualname: str
     filename: str
     first_line: int
-    fingerprint: str
+    fingerprint: str  # the source's syntax and the block table it was lowered into
+    source_fingerprint: str  # the source's syntax only: what frames saved before 0.3 name
     globals: dict[str, Any]
     blocks: tuple[CodeBlock, ...]
     variables: tuple[str, ...]
@@ -45,6 +60,8 @@ class CompiledFunction:
     awaited_names: frozenset[str]  # globals this function awaits calls of
     nested_codes: tuple[types.CodeType, ...]  # functions, lambdas, classes defined in its blocks
     listing_text: str = field(repr=False)
+    points: dict[str, int] = field(default_factory=dict, repr=False)  # resume point id -> pc
+    positions: dict[int, str] = field(default_factory=dict, repr=False)  # pc -> JSON for stores
 
     @property
     def listing(self) -> cst.Module:
@@ -56,5 +73,5 @@ class CompiledFunction:
         return self.descriptions.get(variable, f"local `{variable}`")
 
     def line_of(self, pc: int) -> int:
-        suspension = self.blocks[pc].suspension
-        return suspension[1] if suspension is not None else self.first_line
+        point = self.blocks[pc].point
+        return point.line if point is not None else self.first_line

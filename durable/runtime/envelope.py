@@ -25,7 +25,9 @@ def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
              waiting_events: Sequence[str] = (), fibers: bytes | None = None,
              custom_status: Any = None, parent: str | None = None, children: int = 0,
              result: bytes | None = None,
-             error_traceback: str | None = None, consumed_events: Sequence[str] = ()) -> dict[str, Any]:
+             error_traceback: str | None = None, consumed_events: Sequence[str] = (),
+             positions: list[str] | None = None, code: str | None = None,
+             retry: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything about an instance; the frames and the result are already pickled."""
     return {
         "format": FORMAT,
@@ -45,7 +47,10 @@ def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
         "custom_status": custom_status,  # set_status()
         "parent": parent,  # the instance that started this one
         "children": children,  # children started with a default id
+        "positions": positions,  # where each frame stands, as JSON (migration.Position)
+        "code": code,  # the code its frames need (saving.code_version)
         "updated_at": time.time(),
+        **({"retry": retry} if retry is not None else {}),  # a failed one: its last save
     }
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..clock import Clock
 from ..primitives.base import Primitive, Suspend
 from .frame import FunctionCall
+from .migration import Restoring
 from .stack import CallStack
 
 if TYPE_CHECKING:
@@ -53,9 +54,10 @@ class Fiber:
                 self.outcome, self.released, self.cancelled)
 
     @classmethod
-    def restore(cls, runtime: DurableRuntime, saved: tuple[Any, ...]) -> Fiber:
+    def restore(cls, runtime: DurableRuntime, saved: tuple[Any, ...], restoring: Restoring) -> Fiber:
         fiber_id, parent, frames, outcome, released, cancelled = saved
-        fiber = cls(runtime, fiber_id, CallStack([FunctionCall.restore(f) for f in frames]), parent)
+        stack = CallStack([FunctionCall.restore(f, restoring) for f in frames])
+        fiber = cls(runtime, fiber_id, stack, parent)
         fiber.outcome, fiber.released, fiber.cancelled = outcome, released, cancelled
         return fiber
 

@@ -6,7 +6,9 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..errors import IncompatibleStateError
 from .code import CompiledFunction
+from .migration import CannotMove, Position, Restoring, move
 
 
 class _Cells(dict):
@@ -22,6 +24,26 @@ class _Cells(dict):
         if cell is None:
             cell = self[name] = types.CellType()
         return cell
+
+
+def _moved(function: CompiledFunction, position: str | None, values: dict[str, Any],
+           restoring: Restoring) -> tuple[int, dict[str, Any]]:
+    """The frame of an older (or newer) version of ``function``, moved onto this one."""
+    if position is None:
+        why = "it was saved by a release of durable that did not record its resume point"
+    elif not restoring.migrate:
+        why = "its program is pinned to the code it started with (make_durable(..., migrate=False))"
+    else:
+        try:
+            return move(Position.from_json(position), function, values, restoring.instance_id)
+        except CannotMove as error:
+            why = str(error)
+    raise IncompatibleStateError(
+        f"the code of {function.qualname}() ({function.filename}) changed after this instance "
+        f"saved a frame of it, and the frame cannot move onto the new code: {why}. The instance "
+        "waits, intact, for a worker that has the code it was saved with.",
+        function=function.qualname, code_changed=True,
+    )
 
 
 class FunctionCall:
@@ -90,11 +112,17 @@ class FunctionCall:
                 self.awaiting)
 
     @classmethod
-    def restore(cls, state: tuple[Any, ...]) -> FunctionCall:
-        from ..compiler.registry import resolve
+    def restore(cls, state: tuple[Any, ...], restoring: Restoring) -> FunctionCall:
+        """The frame ``state`` saved, on the code this process has: as it was if the code is
+        the same, else moved onto it (``migration``) or refused (``IncompatibleStateError``)."""
+        from ..compiler.registry import current
 
         key, fingerprint, pc, values, shared, delivery, awaiting = state
-        frame = cls(resolve(key, fingerprint), values, pc, shared)
+        function = current(key)
+        position = restoring.next_position()  # None: saved before states recorded positions
+        if fingerprint != (function.fingerprint if position else function.source_fingerprint):
+            pc, values = _moved(function, position, values, restoring)
+        frame = cls(function, values, pc, shared)
         frame.delivery = delivery
         frame.awaiting = awaiting
         return frame

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .. import serialization
 from .frame import FunctionCall
 from .handling import active_errors
+from .migration import Restoring
 
 
 @dataclass
@@ -34,12 +35,12 @@ class CallStack:
         self.dirty_from = 0
 
     @classmethod
-    def from_blobs(cls, blobs: list[bytes]) -> CallStack:
+    def from_blobs(cls, blobs: list[bytes], restoring: Restoring) -> CallStack:
         stack = cls()
         for blob in blobs:
             states, pickled = serialization.load(blob)
             start = len(stack.frames)
-            stack.frames.extend(FunctionCall.restore(state) for state in states)
+            stack.frames.extend(FunctionCall.restore(state, restoring) for state in states)
             stack._segments.append(_Segment(start, len(stack.frames), pickled))
         for caller, callee in zip(stack.frames, stack.frames[1:], strict=False):
             callee.inherited = active_errors(caller, caller.function.blocks[caller.pc].handling)

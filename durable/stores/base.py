@@ -53,7 +53,8 @@ class EventLog(ABC):
 # What the client shows: the envelope's statuses, named for people.
 RUNNING, WAITING, FINISHED, FAILED, TERMINATED = "running", "waiting", "finished", "failed", "terminated"
 SUSPENDED = "suspended"  # running or waiting, but not scheduled until resumed
-STATUSES = (RUNNING, WAITING, SUSPENDED, FINISHED, FAILED, TERMINATED)
+BLOCKED = "blocked"  # running or waiting, but the last worker to try could not run it
+STATUSES = (RUNNING, WAITING, SUSPENDED, BLOCKED, FINISHED, FAILED, TERMINATED)
 _BY_ENVELOPE = {"running": RUNNING, "paused": WAITING, "completed": FINISHED, "failed": FAILED,
                 "terminated": TERMINATED}
 ENDED = (FINISHED, FAILED, TERMINATED)
@@ -74,9 +75,10 @@ class InstanceInfo:
     waiting_for: str | None
     created_at: float
     updated_at: float
-    reason: str | None = None  # why it was terminated
+    reason: str | None = None  # why it was terminated, or why it is blocked
     lease_owner: str | None = None
     wake_at: float | None = None  # a waiting instance resumes by itself then (a timer, a timeout)
+    blocked_by: str | None = None  # the worker that could not run it
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Lease:
     program: str
     token: int
     owner: str
+    code: str | None = field(default=None, compare=False)  # the code it needs (``code_version``)
     state: State | None = field(default=None, compare=False, repr=False)
     events: list[tuple[str, str]] | None = field(default=None, compare=False, repr=False)
 
@@ -121,9 +124,13 @@ class InstanceStore(StateStore, EventLog):
 
     @abstractmethod
     async def claim(self, owner: str, programs: Collection[str], limit: int,
-                    lease_seconds: float, now: float | None = None) -> list[Lease]:
+                    lease_seconds: float, now: float | None = None, *,
+                    refused_code: Collection[str] = (),
+                    refused_ids: Collection[str] = ()) -> list[Lease]:
         """Lease up to ``limit`` runnable instances of ``programs`` to ``owner``; timers due
-        at ``now`` (the worker's clock; the system clock by default) count as runnable."""
+        at ``now`` (the worker's clock; the system clock by default) count as runnable. Skips
+        instances that need code in ``refused_code`` and those in ``refused_ids``: the owner
+        found it cannot run them."""
 
     @abstractmethod
     async def next_wake(self, programs: Collection[str]) -> float | None:
@@ -142,6 +149,11 @@ class InstanceStore(StateStore, EventLog):
         """Give a lease back without saving (the instance becomes runnable for others)."""
 
     @abstractmethod
+    async def block(self, lease: Lease, reason: str) -> None:
+        """Give a lease back saying why its owner cannot run the instance; it shows as
+        blocked, its state and events untouched, until a worker that can saves it."""
+
+    @abstractmethod
     async def info(self, instance_id: str) -> InstanceInfo | None: ...
 
     @abstractmethod
@@ -151,6 +163,17 @@ class InstanceStore(StateStore, EventLog):
     @abstractmethod
     async def terminate(self, instance_id: str, reason: str) -> bool:
         """Stop an unfinished instance for good (its lease is fenced off); False if it had ended."""
+
+    @abstractmethod
+    async def retry(self, instance_id: str) -> bool:
+        """Put a failed instance back to the last state it saved before it failed, to run
+        again; False if it had not failed. ``ValueError`` if it failed before any save."""
+
+    @abstractmethod
+    async def unfinished(self, programs: Collection[str]) -> list[tuple[str, str, str, str | None]]:
+        """Every unfinished instance of ``programs``, by id: ``(instance_id, program, status,
+        positions)``, ``positions`` the JSON list of where its frames stand (None if the
+        release that saved it did not record them)."""
 
     @abstractmethod
     async def suspend(self, instance_id: str) -> bool:

@@ -64,6 +64,12 @@ MIGRATIONS: list[list[str]] = [
         # events of an instance, by name (is what it waits for there?), in publish order
         "CREATE INDEX durable_events_by_instance ON durable_events (instance_id, name, id)",
     ],
+    [  # 4: the code an instance needs and where its frames stand; why no worker could run it
+        "ALTER TABLE durable_instances ADD COLUMN code TEXT",
+        "ALTER TABLE durable_instances ADD COLUMN positions TEXT",
+        "ALTER TABLE durable_instances ADD COLUMN blocked TEXT",
+        "ALTER TABLE durable_instances ADD COLUMN blocked_by TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

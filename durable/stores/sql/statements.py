@@ -6,15 +6,17 @@ spliced in (its clock, its row locks, list membership).
 
 from __future__ import annotations
 
-from ..base import RUNNING, SUSPENDED, WAITING
+from ..base import BLOCKED, FAILED, RUNNING, SUSPENDED, WAITING
 from .dialect import Dialect
 
-# The status a client sees: a suspended instance that has not ended shows as suspended.
-SHOWN_STATUS = (f"CASE WHEN suspended AND status IN ('{RUNNING}', '{WAITING}')"
-                f" THEN '{SUSPENDED}' ELSE status END")
+# The status a client sees: an instance that has not ended shows as suspended, or as blocked
+# when a worker could not run it (until one saves it).
+UNENDED = f"status IN ('{RUNNING}', '{WAITING}')"
+SHOWN_STATUS = (f"CASE WHEN suspended AND {UNENDED} THEN '{SUSPENDED}'"
+                f" WHEN blocked IS NOT NULL AND {UNENDED} THEN '{BLOCKED}' ELSE status END")
 # The columns an InstanceInfo is made of, in its order.
-INFO = (f"id, program, {SHOWN_STATUS}, waiting_for, created_at, updated_at, reason, lease_owner,"
-        " wake_at")
+INFO = (f"id, program, {SHOWN_STATUS}, waiting_for, created_at, updated_at,"
+        " COALESCE(blocked, reason), lease_owner, wake_at, blocked_by")
 
 
 class Statements:
@@ -30,7 +32,9 @@ class Statements:
                 WHERE e.instance_id = i.id
                   AND (e.name = i.waiting_for OR {d.member("e.name", "i.waits")})))
             AND (i.lease_owner IS NULL OR i.lease_expires <= {d.now})
-            AND {d.member("i.program", ":programs")}"""
+            AND {d.member("i.program", ":programs")}
+            AND NOT {d.member("i.id", ":refused_ids")}
+            AND (i.code IS NULL OR NOT {d.member("i.code", ":refused_code")})"""
         held = "id = :id AND fence = :fence AND lease_owner = :owner"
 
         # Instances.
@@ -41,8 +45,8 @@ class Statements:
                         " ORDER BY created_at DESC, id LIMIT :limit")
         self.list_status = sql(f"SELECT {INFO} FROM durable_instances WHERE {SHOWN_STATUS} = :status"
                                " ORDER BY created_at DESC, id LIMIT :limit")
-        columns = "program, status, waiting_for, wake_at, waits, state"
-        values = ":program, :status, :waiting_for, :wake_at, :waits, :state"
+        columns = "program, status, waiting_for, wake_at, waits, state, code, positions"
+        values = ":program, :status, :waiting_for, :wake_at, :waits, :state, :code, :positions"
         self.create = sql(f"""
             INSERT INTO durable_instances (id, {columns}, created_at, updated_at)
             VALUES (:id, {values}, {d.now}, {d.now}) ON CONFLICT (id) DO NOTHING""")
@@ -51,11 +55,14 @@ class Statements:
             VALUES (:id, {values}, {d.now}, {d.now})
             ON CONFLICT (id) DO UPDATE SET program = excluded.program, status = excluded.status,
                 waiting_for = excluded.waiting_for, wake_at = excluded.wake_at,
-                waits = excluded.waits, state = excluded.state, updated_at = excluded.updated_at""")
+                waits = excluded.waits, state = excluded.state, updated_at = excluded.updated_at,
+                code = excluded.code, positions = excluded.positions, blocked = NULL,
+                blocked_by = NULL""")
         # A save that pauses or ends the run (:ends) gives the lease back.
         self.save_leased = sql(f"""
             UPDATE durable_instances SET status = :status, waiting_for = :waiting_for,
                 wake_at = :wake_at, waits = :waits, state = :state, updated_at = {d.now},
+                code = :code, positions = :positions, blocked = NULL, blocked_by = NULL,
                 lease_owner = CASE WHEN :ends THEN NULL ELSE lease_owner END,
                 lease_expires = CASE WHEN :ends THEN NULL ELSE lease_expires END
             WHERE {held}""")
@@ -64,8 +71,19 @@ class Statements:
         self.terminate = sql(f"""
             UPDATE durable_instances SET status = :status, waiting_for = NULL, wake_at = NULL,
                 waits = NULL, state = :state, reason = :reason, updated_at = {d.now},
-                fence = fence + 1, lease_owner = NULL, lease_expires = NULL
+                fence = fence + 1, lease_owner = NULL, lease_expires = NULL, code = NULL,
+                positions = NULL, blocked = NULL, blocked_by = NULL
             WHERE id = :id""")
+        # What `durable check` reads: where the frames of unfinished instances stand.
+        self.unfinished = sql(f"SELECT id, program, {SHOWN_STATUS}, positions FROM durable_instances"
+                              f" WHERE {UNENDED} AND {d.member('program', ':programs')} ORDER BY id")
+        # A failed instance goes back to its last save (state_for_update read it).
+        self.retry = sql(f"""
+            UPDATE durable_instances SET status = :status, waiting_for = :waiting_for,
+                wake_at = :wake_at, waits = :waits, state = :state, code = :code,
+                positions = :positions, updated_at = {d.now}, fence = fence + 1,
+                lease_owner = NULL, lease_expires = NULL, blocked = NULL, blocked_by = NULL
+            WHERE id = :id AND status = '{FAILED}'""")
         self.suspend = sql(f"""
             UPDATE durable_instances SET suspended = :suspended
             WHERE id = :id AND suspended != :suspended AND status IN ('{RUNNING}', '{WAITING}')""")
@@ -80,7 +98,7 @@ class Statements:
             UPDATE durable_instances SET lease_owner = :owner,
                 lease_expires = {d.now} + :seconds, fence = fence + 1
             WHERE id IN (SELECT id FROM picked)
-            RETURNING id, program, fence, updated_at, state""")
+            RETURNING id, program, fence, updated_at, state, code""")
         self.claimed_events = sql("SELECT instance_id, id, name FROM durable_events"
                                   f" WHERE {d.member('instance_id', ':ids')} ORDER BY id")
         self.next_wake = sql(f"""
@@ -90,6 +108,9 @@ class Statements:
                          f" WHERE {held}")
         self.release = sql("UPDATE durable_instances SET lease_owner = NULL, lease_expires = NULL"
                            f" WHERE {held}")
+        # A worker that cannot run an instance gives it back saying why; its state stays.
+        self.block = sql("UPDATE durable_instances SET lease_owner = NULL, lease_expires = NULL,"
+                         f" blocked = :reason, blocked_by = :owner WHERE {held}")
 
         # Events.
         self.publish = sql(f"""

@@ -26,10 +26,11 @@ from abc import abstractmethod
 from collections.abc import Callable, Collection
 from typing import Any, ClassVar, TypeVar
 
-from ...errors import LeaseLost, StoreError, UnknownInstanceError
+from ...errors import IncompatibleStateError, LeaseLost, StoreError, UnknownInstanceError
 from ...waiting import wait_set
 from ..base import (
     ENDED,
+    FAILED,
     RUNNING,
     InstanceInfo,
     InstanceStore,
@@ -107,7 +108,7 @@ class SqlStore(InstanceStore):
     # --- the seed interface ----------------------------------------------------------------------
     async def load(self, instance_id: str) -> State | None:
         row = await self._query(lambda c: c.execute(self.sql.load, {"id": instance_id}).fetchone())
-        return None if row is None else _loads(row[0])
+        return None if row is None else _loads(row[0], instance_id)
 
     async def save(self, instance_id: str, state: State) -> None:
         columns, done = self._columns(instance_id, state), self._consumed(state)
@@ -149,13 +150,17 @@ class SqlStore(InstanceStore):
             atomic=True)
 
     async def claim(self, owner: str, programs: Collection[str], limit: int,
-                    lease_seconds: float, now: float | None = None) -> list[Lease]:
+                    lease_seconds: float, now: float | None = None, *,
+                    refused_code: Collection[str] = (),
+                    refused_ids: Collection[str] = ()) -> list[Lease]:
         if not programs or limit <= 0:
             return []
         await self._watch()  # whatever changes after this look wakes the worker
-        params = {"programs": self.dialect.list_value(list(programs)), "limit": limit,
+        listed = self.dialect.list_value
+        params = {"programs": listed(list(programs)), "limit": limit,
                   "timers": time.time() if now is None else now, "owner": owner,
-                  "seconds": float(lease_seconds)}
+                  "seconds": float(lease_seconds), "refused_code": listed(list(refused_code)),
+                  "refused_ids": listed(list(refused_ids))}
 
         def take(c: Connection) -> tuple[list[Any], list[Any]]:
             rows = c.execute(self.sql.claim, params).fetchall()
@@ -173,8 +178,8 @@ class SqlStore(InstanceStore):
         for instance_id, event_id, name in events:
             waiting[instance_id].append((str(event_id), name))
         rows.sort(key=lambda row: (row[3], row[0]))
-        return [Lease(instance_id, program, fence, owner, _loads(state), waiting[instance_id])
-                for instance_id, program, fence, _, state in rows]
+        return [Lease(instance_id, program, fence, owner, code, _handed_over(state, instance_id),
+                      waiting[instance_id]) for instance_id, program, fence, _, state, code in rows]
 
     async def next_wake(self, programs: Collection[str]) -> float | None:
         params = {"programs": self.dialect.list_value(list(programs))}
@@ -207,6 +212,10 @@ class SqlStore(InstanceStore):
         await self._write(lease.instance_id, lambda c: c.execute(self.sql.release, _held(lease)),
                           wakes=True, atomic=True)
 
+    async def block(self, lease: Lease, reason: str) -> None:
+        await self._write(lease.instance_id, lambda c: c.execute(
+            self.sql.block, {**_held(lease), "reason": reason}), wakes=True, atomic=True)
+
     async def info(self, instance_id: str) -> InstanceInfo | None:
         row = await self._query(lambda c: c.execute(self.sql.info, {"id": instance_id}).fetchone())
         return None if row is None else InstanceInfo(*row)
@@ -226,12 +235,36 @@ class SqlStore(InstanceStore):
                 raise UnknownInstanceError(instance_id, self.where)
             if row[1] in ENDED:
                 return False
-            state = terminated(_loads(row[0]), reason)
+            try:
+                saved = _loads(row[0], instance_id)
+            except IncompatibleStateError:
+                saved = {}  # a state nobody can read: terminating is how to be rid of it
+            state = terminated(saved, reason)
             c.execute(self.sql.terminate, {"id": instance_id, "status": status_of(state),
                                            "state": _dump(state), "reason": reason})
             c.execute(self.sql.drop_events, {"id": instance_id})
             return True
         return await self._write(instance_id, stop, wakes=True)
+
+    async def retry(self, instance_id: str) -> bool:
+        def again(c: Connection) -> bool:
+            row = c.execute(self.sql.state_for_update, {"id": instance_id}).fetchone()
+            if row is None:
+                raise UnknownInstanceError(instance_id, self.where)
+            if row[1] != FAILED:
+                return False
+            last = _loads(row[0], instance_id).get("retry")
+            if last is None:
+                raise ValueError(f"instance {instance_id!r} failed before it saved any state to "
+                                 "retry from")
+            c.execute(self.sql.retry, self._columns(instance_id, last))
+            return True
+        return await self._write(instance_id, again, wakes=True)
+
+    async def unfinished(self, programs: Collection[str]) -> list[tuple[str, str, str, str | None]]:
+        params = {"programs": self.dialect.list_value(list(programs))}
+        rows = await self._query(lambda c: c.execute(self.sql.unfinished, params).fetchall())
+        return [tuple(row) for row in rows]
 
     async def suspend(self, instance_id: str) -> bool:
         return await self._set_suspended(instance_id, True)
@@ -347,9 +380,12 @@ class SqlStore(InstanceStore):
     def _columns(self, instance_id: str, state: State) -> dict[str, Any]:
         """The columns a saved state sets."""
         waits = state.get("waiting_events")
+        positions = state.get("positions")
         return {"id": instance_id, "program": state.get("program", ""), "status": status_of(state),
                 "waiting_for": state.get("waiting_for"), "wake_at": state.get("wake_at"),
-                "waits": self.dialect.list_value(waits) if waits else None, "state": _dump(state)}
+                "waits": self.dialect.list_value(waits) if waits else None, "state": _dump(state),
+                "code": state.get("code"),
+                "positions": f"[{','.join(positions)}]" if positions else None}
 
     def _consumed(self, state: State) -> Any:
         """The events a saved state consumed (each saved as a number), as ``_consume`` takes them."""
@@ -374,5 +410,17 @@ def _dump(state: State) -> bytes:
     return pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
 
 
-def _loads(blob: bytes) -> State:
-    return pickle.loads(blob)
+def _loads(blob: bytes, instance_id: str) -> State:
+    try:
+        return pickle.loads(blob)
+    except Exception as error:
+        raise IncompatibleStateError(f"the saved state of instance {instance_id!r} cannot be "
+                                     f"read: {type(error).__name__}: {error}") from error
+
+
+def _handed_over(blob: bytes, instance_id: str) -> State | None:
+    """A claimed instance's state, if it can be read (else the worker's load says why)."""
+    try:
+        return _loads(blob, instance_id)
+    except IncompatibleStateError:
+        return None

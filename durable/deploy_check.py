@@ -1,0 +1,106 @@
+"""Before a deploy: can every unfinished instance run on the code this process has?
+
+For each frame of each unfinished instance, from the metadata the store keeps
+beside the state (``positions``, see ``migration.Position``): its code is
+unchanged, or it will move (old line -> new line), or a migration hook will
+decide, or it cannot move and why. No state is loaded and no instance code
+runs: only the current code is compiled, to compare with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from .compiler.registry import current
+from .errors import IncompatibleStateError
+from .program import DurableProgram
+from .runtime.migration import CannotMove, Position, hook_for, plan
+from .stores.base import InstanceStore
+
+UNCHANGED, MOVES, HOOK, STAYS = "unchanged", "moves", "hook", "stays"
+
+
+@dataclass(frozen=True)
+class FrameCheck:
+    """One saved frame against the current code."""
+
+    function: str  # qualname
+    point: str  # where it stands
+    old_line: int
+    outcome: str  # UNCHANGED, MOVES, HOOK (a migration hook decides) or STAYS
+    new_line: int | None = None
+    reason: str | None = None  # why it stays, or why the hook is needed
+
+    @property
+    def runs(self) -> bool:
+        return self.outcome != STAYS
+
+
+@dataclass(frozen=True)
+class InstanceCheck:
+    """One unfinished instance: it runs on the current code if every frame does."""
+
+    instance_id: str
+    program: str
+    status: str
+    frames: tuple[FrameCheck, ...]
+
+    @property
+    def runs(self) -> bool:
+        return all(frame.runs for frame in self.frames)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"instance_id": self.instance_id, "program": self.program, "status": self.status,
+                "runs": self.runs, "frames": [frame.__dict__ for frame in self.frames]}
+
+
+async def check(store: InstanceStore, programs: Collection[DurableProgram]) -> list[InstanceCheck]:
+    """Every unfinished instance of ``programs``, checked against the code they have now."""
+    pinned = {program.key for program in programs if not program.migrate}
+    rows = await store.unfinished([program.key for program in programs])
+    checked: dict[tuple[str, bool], FrameCheck] = {}
+    found = []
+    for instance_id, program, status, positions in rows:
+        if positions is None:
+            frames: tuple[FrameCheck, ...] = (FrameCheck(
+                program, "?", 0, STAYS, reason="saved by a release of durable that did not record "
+                "where its frames stand: it runs only if its code is unchanged"),)
+        else:
+            frames = tuple(_frame(text, program in pinned, checked) for text in _split(positions))
+        found.append(InstanceCheck(instance_id, program, status, frames))
+    return found
+
+
+def _split(positions: str) -> list[str]:
+    """The JSON of each frame (kept as text: equal frames are checked once)."""
+    return [json.dumps(item, separators=(",", ":")) for item in json.loads(positions)]
+
+
+def _frame(text: str, pinned: bool, checked: dict[tuple[str, bool], FrameCheck]) -> FrameCheck:
+    found = checked.get((text, pinned))
+    if found is None:
+        found = checked[(text, pinned)] = _check_frame(Position.from_json(text), pinned)
+    return found
+
+
+def _check_frame(position: Position, pinned: bool) -> FrameCheck:
+    name = position.function.partition(":")[2]
+    try:
+        function = current(position.function)
+    except IncompatibleStateError as error:
+        return FrameCheck(name, position.point, position.line, STAYS, reason=str(error))
+    if function.fingerprint == position.fingerprint:
+        return FrameCheck(name, position.point, position.line, UNCHANGED, position.line)
+    if pinned:
+        return FrameCheck(name, position.point, position.line, STAYS, reason=(
+            "its code changed and its program is pinned to the code it started with "
+            "(make_durable(..., migrate=False))"))
+    try:
+        move = plan(position, function)
+    except CannotMove as error:
+        if hook_for(position.function) is not None:
+            return FrameCheck(name, position.point, position.line, HOOK, reason=str(error))
+        return FrameCheck(name, position.point, position.line, STAYS, reason=str(error))
+    return FrameCheck(name, position.point, position.line, MOVES, move.line)

@@ -1,0 +1,163 @@
+"""Saving: the state an instance saves (its envelope), when it is written, and how it ends.
+
+State is saved when an instance starts, after every completed durable call
+(so a finished call never runs again), at every pause, and when it ends. A
+state that cannot be pickled names the variable that could not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from typing import Any
+
+from .. import serialization
+from ..errors import SerializationError
+from ..primitives.control import child_event
+from . import envelope
+from .code import CompiledFunction
+from .outcomes import saveable_error
+
+CANCEL_CHECK_SECONDS = 1.0  # how often a running instance looks for a Client.cancel
+_CODE_VERSIONS: dict[tuple[CompiledFunction, ...], str] = {}  # by the functions of a stack
+_KEPT_VERSIONS = 4096
+
+
+def code_version(functions: tuple[CompiledFunction, ...]) -> str:
+    """What an instance whose frames are of ``functions`` needs to run: their code, as one short
+    name (a worker that could not run it skips every instance that needs the same)."""
+    version = _CODE_VERSIONS.get(functions)
+    if version is None:
+        named = sorted({f"{function.key}@{function.fingerprint}" for function in functions})
+        version = hashlib.sha256("|".join(named).encode()).hexdigest()[:16]
+        if len(_CODE_VERSIONS) >= _KEPT_VERSIONS:  # deep recursion makes many stacks
+            _CODE_VERSIONS.clear()
+        _CODE_VERSIONS[functions] = version
+    return version
+
+
+class Saving:
+    """The part of ``DurableRuntime`` that saves its state and its outcome; its state is the runtime's
+    (``DurableRuntime.__init__``)."""
+
+    async def fail(self, error: BaseException) -> None:
+        """Save ``error`` as the instance's outcome. A worker also saves the errors the runtime
+        raised before it could save anything (state it cannot load or save), so that such an
+        instance ends instead of being retried forever."""
+        text = "".join(traceback.format_exception(error))
+        await self._save(envelope.FAILED, result=saveable_error(error), error_traceback=text)
+        self._tell_parent()
+
+    async def _save(self, status: str, *, waiting_for: str | None = None,
+                    waiting_events: list[str] | None = None, wake_at: float | None = None,
+                    result: bytes | None = None, error_traceback: str | None = None,
+                    raising: bool = False) -> None:
+        """``raising``: an error is on its way out of a frame; should it fail the instance, a
+        retry starts from the last save made before it (which runs the failed call again)."""
+        if raising:
+            self._raising = True
+        if self._checkpoints is not None and status == envelope.RUNNING:
+            await self._checkpoints.save(lambda: self._state(status), self._store)
+            return
+        await self._store(self._state(status, waiting_for=waiting_for,
+                                      waiting_events=waiting_events or [], wake_at=wake_at,
+                                      result=result, error_traceback=error_traceback))
+
+    def _state(self, status: str, *, waiting_for: str | None = None,
+               waiting_events: list[str] | None = None, wake_at: float | None = None,
+               result: bytes | None = None, error_traceback: str | None = None) -> dict[str, Any]:
+        frames: list[bytes] = []
+        fibers: bytes | None = None
+        positions: list[str] = []
+        code = None
+        if status in (envelope.RUNNING, envelope.PAUSED):
+            every = self.root.stack.frames if not self.fibers else [
+                frame for fiber in (self.root, *self.fibers.values()) for frame in fiber.stack.frames]
+            functions = []
+            for frame in every:
+                functions.append(frame.function)
+                positions.append(frame.function.positions[frame.pc])
+            code = code_version(tuple(functions))
+            try:
+                if self.fibers:  # one pickle, so objects the branches share stay shared
+                    fibers = serialization.dumps(
+                        (self._next_fiber, [f.saved() for f in (self.root, *self.fibers.values())]))
+                else:
+                    frames = self.call_stack.snapshot()
+            except Exception as error:
+                raise self._unsaveable(error) from error
+        self._saves += 1
+        consumed, self._consumed = self._consumed, []
+        self._saving.extend(consumed)
+        return envelope.envelope(
+            self.program.key, status, frames, saves=self._saves, waiting_for=waiting_for,
+            custom_status=self.custom_status, parent=self._parent, children=self._children,
+            waiting_events=waiting_events or (), wake_at=wake_at, fibers=fibers, result=result,
+            error_traceback=error_traceback, consumed_events=consumed, positions=positions,
+            code=code, retry=self.last_saved if status == envelope.FAILED else None,
+        )
+
+    async def _store(self, state: dict[str, Any]) -> None:
+        await self.backend.save_state(self.instance_id, state)
+        if state["status"] in (envelope.RUNNING, envelope.PAUSED):
+            if not self._raising:
+                self.last_saved = state
+            self._raising = False
+        for event_id in state["consumed_events"]:
+            self._saving.remove(event_id)
+        if state["status"] == envelope.RUNNING and self._cancelled is None \
+                and time.monotonic() - self._cancel_checked > CANCEL_CHECK_SECONDS:
+            self._cancel_checked = time.monotonic()  # a long run sees a cancel within a second
+            await self._take_cancellation()
+
+    async def _complete(self, value: Any) -> Any:
+        try:
+            result = serialization.dumps(value)
+        except Exception as error:
+            raise SerializationError(
+                f"{self.program.qualname}() returned a {type(value).__qualname__}, which cannot be "
+                f"saved as the instance's result: {error}",
+                function=self.program.qualname, type_name=type(value).__qualname__,
+            ) from error
+        await self._save(envelope.COMPLETED, result=result)
+        self._tell_parent()
+        return value
+
+    async def _fail(self, error: BaseException) -> Any:
+        await self.fail(error)
+        raise error
+
+    def _tell_parent(self) -> None:
+        """An ended child wakes its parent (which also rechecks now and then, should this
+        process die before it tells)."""
+        publish = getattr(self.backend, "publish_event", None)
+        if self._parent is not None and publish is not None:
+            publish(self._parent, child_event(self.instance_id))
+
+    def _unsaveable(self, error: Exception) -> SerializationError:
+        """Name the variable that could not be saved."""
+        every = [frame for fiber in (self.root, *self.fibers.values()) for frame in fiber.stack.frames]
+        for frame in reversed(every):
+            values, shared = frame.saved_variables()
+            candidates = {**values, **shared, "<delivered>": frame.delivery,
+                          "<awaiting>": frame.awaiting}
+            for name, value in candidates.items():
+                problem = serialization.why_unpicklable(value)
+                if problem is None:
+                    continue
+                function = frame.function
+                if name == "<delivered>":
+                    what = "the value being delivered"
+                elif name == "<awaiting>":
+                    what = f"what it awaits ({frame.awaiting.describe()}: its arguments or options)"
+                else:
+                    what = function.describe(name)
+                return SerializationError(
+                    f"cannot save the state of {function.qualname}() at line {frame.line}: "
+                    f"{what} is a {type(value).__qualname__}, which cannot be serialised ({problem}). "
+                    "Nothing was saved; drop the reference (del) or keep only serialisable data "
+                    "across suspension points.",
+                    function=function.qualname, variable=name, type_name=type(value).__qualname__,
+                )
+        return SerializationError(f"cannot save the state of this instance: {error}")
