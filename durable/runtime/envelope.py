@@ -26,7 +26,7 @@ def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
              custom_status: Any = None, parent: str | None = None, children: int = 0,
              result: bytes | None = None,
              error_traceback: str | None = None, consumed_events: Sequence[str] = (),
-             positions: list[str] | None = None, code: str | None = None,
+             positions: list[str] | None = None,
              retry: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything about an instance; the frames and the result are already pickled."""
     return {
@@ -48,7 +48,6 @@ def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
         "parent": parent,  # the instance that started this one
         "children": children,  # children started with a default id
         "positions": positions,  # where each frame stands, as JSON (migration.Position)
-        "code": code,  # the code its frames need (saving.code_version)
         "updated_at": time.time(),
         **({"retry": retry} if retry is not None else {}),  # a failed one: its last save
     }

@@ -7,7 +7,6 @@ state that cannot be pickled names the variable that could not.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import traceback
 from typing import Any
@@ -16,27 +15,9 @@ from .. import serialization
 from ..errors import SerializationError
 from ..primitives.control import child_event
 from . import envelope
-from .code import CompiledFunction
 from .outcomes import saveable_error
 
 CANCEL_CHECK_SECONDS = 1.0  # how often a running instance looks for a Client.cancel
-_CODE_VERSIONS: dict[tuple[CompiledFunction, ...], str] = {}  # by the functions of a stack
-_KEPT_VERSIONS = 4096
-
-
-def code_version(functions: tuple[CompiledFunction, ...]) -> str:
-    """What an instance whose frames are of ``functions`` needs to run: their code, as one short
-    name (a worker that could not run it skips every instance that needs the same)."""
-    version = _CODE_VERSIONS.get(functions)
-    if version is None:
-        named = sorted({f"{function.key}@{function.fingerprint}" for function in functions})
-        version = hashlib.sha256("|".join(named).encode()).hexdigest()[:16]
-        if len(_CODE_VERSIONS) >= _KEPT_VERSIONS:  # deep recursion makes many stacks
-            _CODE_VERSIONS.clear()
-        _CODE_VERSIONS[functions] = version
-    return version
-
-
 class Saving:
     """The part of ``DurableRuntime`` that saves its state and its outcome; its state is the runtime's
     (``DurableRuntime.__init__``)."""
@@ -70,15 +51,10 @@ class Saving:
         frames: list[bytes] = []
         fibers: bytes | None = None
         positions: list[str] = []
-        code = None
         if status in (envelope.RUNNING, envelope.PAUSED):
             every = self.root.stack.frames if not self.fibers else [
                 frame for fiber in (self.root, *self.fibers.values()) for frame in fiber.stack.frames]
-            functions = []
-            for frame in every:
-                functions.append(frame.function)
-                positions.append(frame.function.positions[frame.pc])
-            code = code_version(tuple(functions))
+            positions = [frame.function.positions[frame.pc] for frame in every]
             try:
                 if self.fibers:  # one pickle, so objects the branches share stay shared
                     fibers = serialization.dumps(
@@ -95,7 +71,7 @@ class Saving:
             custom_status=self.custom_status, parent=self._parent, children=self._children,
             waiting_events=waiting_events or (), wake_at=wake_at, fibers=fibers, result=result,
             error_traceback=error_traceback, consumed_events=consumed, positions=positions,
-            code=code, retry=self.last_saved if status == envelope.FAILED else None,
+            retry=self.last_saved if status == envelope.FAILED else None,
         )
 
     async def _store(self, state: dict[str, Any]) -> None:

@@ -93,7 +93,7 @@ class Lease:
     program: str
     token: int
     owner: str
-    code: str | None = field(default=None, compare=False)  # the code it needs (``code_version``)
+    code: str | None = field(default=None, compare=False)  # the code it needs (a short name)
     state: State | None = field(default=None, compare=False, repr=False)
     events: list[tuple[str, str]] | None = field(default=None, compare=False, repr=False)
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import itertools
+import json
 import pickle
 import re
 import threading
@@ -384,7 +386,7 @@ class SqlStore(InstanceStore):
         return {"id": instance_id, "program": state.get("program", ""), "status": status_of(state),
                 "waiting_for": state.get("waiting_for"), "wake_at": state.get("wake_at"),
                 "waits": self.dialect.list_value(waits) if waits else None, "state": _dump(state),
-                "code": state.get("code"),
+                "code": code_version(positions) if positions else None,
                 "positions": f"[{','.join(positions)}]" if positions else None}
 
     def _consumed(self, state: State) -> Any:
@@ -395,6 +397,14 @@ class SqlStore(InstanceStore):
     def _consume(self, c: Connection, instance_id: str, events: Any) -> None:
         if events is not None:
             c.execute(self.sql.consume, {"id": instance_id, "events": events})
+
+
+def code_version(positions: list[str]) -> str:
+    """The code an instance needs, as one short name: the functions and fingerprints of its
+    frames (``migration.Position``). A worker that could not run an instance skips every
+    instance that needs the same."""
+    functions = sorted({"@".join(json.loads(position)[:2]) for position in positions})
+    return hashlib.sha256("|".join(functions).encode()).hexdigest()[:16]
 
 
 def _held(lease: Lease) -> dict[str, Any]:
