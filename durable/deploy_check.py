@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .compiler.registry import current
 from .errors import IncompatibleStateError
 from .program import DurableProgram
-from .runtime.migration import CannotMove, Position, hook_for, plan
+from .runtime.migration import PINNED, CannotMove, Position, hook_for, plan
 from .stores.base import InstanceStore
 
 UNCHANGED, MOVES, HOOK, STAYS = "unchanged", "moves", "hook", "stays"
@@ -60,7 +60,7 @@ async def check(store: InstanceStore, programs: Collection[DurableProgram]) -> l
     """Every unfinished instance of ``programs``, checked against the code they have now."""
     pinned = {program.key for program in programs if not program.migrate}
     rows = await store.unfinished([program.key for program in programs])
-    checked: dict[tuple[str, bool], FrameCheck] = {}
+    checked: dict[tuple[Position, bool], FrameCheck] = {}  # equal frames are checked once
     found = []
     for instance_id, program, status, positions in rows:
         if positions is None:
@@ -68,39 +68,35 @@ async def check(store: InstanceStore, programs: Collection[DurableProgram]) -> l
                 program, "?", 0, STAYS, reason="saved by a release of durable that did not record "
                 "where its frames stand: it runs only if its code is unchanged"),)
         else:
-            frames = tuple(_frame(text, program in pinned, checked) for text in _split(positions))
+            frames = tuple(_frame(Position.from_list(fields), program in pinned, checked)
+                           for fields in json.loads(positions))
         found.append(InstanceCheck(instance_id, program, status, frames))
     return found
 
 
-def _split(positions: str) -> list[str]:
-    """The JSON of each frame (kept as text: equal frames are checked once)."""
-    return [json.dumps(item, separators=(",", ":")) for item in json.loads(positions)]
-
-
-def _frame(text: str, pinned: bool, checked: dict[tuple[str, bool], FrameCheck]) -> FrameCheck:
-    found = checked.get((text, pinned))
+def _frame(position: Position, pinned: bool,
+           checked: dict[tuple[Position, bool], FrameCheck]) -> FrameCheck:
+    found = checked.get((position, pinned))
     if found is None:
-        found = checked[(text, pinned)] = _check_frame(Position.from_json(text), pinned)
+        found = checked[(position, pinned)] = _check_frame(position, pinned)
     return found
 
 
 def _check_frame(position: Position, pinned: bool) -> FrameCheck:
-    name = position.function.partition(":")[2]
+    def outcome(kind: str, new_line: int | None = None, reason: str | None = None) -> FrameCheck:
+        return FrameCheck(position.function.partition(":")[2], position.point, position.line,
+                          kind, new_line, reason)
     try:
         function = current(position.function)
     except IncompatibleStateError as error:
-        return FrameCheck(name, position.point, position.line, STAYS, reason=str(error))
+        return outcome(STAYS, reason=str(error))
     if function.fingerprint == position.fingerprint:
-        return FrameCheck(name, position.point, position.line, UNCHANGED, position.line)
+        return outcome(UNCHANGED, position.line)
     if pinned:
-        return FrameCheck(name, position.point, position.line, STAYS, reason=(
-            "its code changed and its program is pinned to the code it started with "
-            "(make_durable(..., migrate=False))"))
+        return outcome(STAYS, reason=f"its code changed and {PINNED}")
     try:
         move = plan(position, function)
     except CannotMove as error:
-        if hook_for(position.function) is not None:
-            return FrameCheck(name, position.point, position.line, HOOK, reason=str(error))
-        return FrameCheck(name, position.point, position.line, STAYS, reason=str(error))
-    return FrameCheck(name, position.point, position.line, MOVES, move.line)
+        return outcome(HOOK if hook_for(position.function) is not None else STAYS,
+                       reason=str(error))
+    return outcome(MOVES, move.line)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import types
 from typing import Any
 
 from ..runtime.code import CodeBlock, CompiledFunction, ResumePoint
 from ..runtime.helpers import HELPER_CELLS
+from ..runtime.migration import Position
 from .check import check
 from .codegen import generate
 from .emitter import Block
@@ -62,15 +62,9 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any], *,
         nested_codes=tuple(c for pc in sorted(generated.block_codes) for c in _nested(generated.block_codes[pc])),
         listing_text=generated.text,
         points={point.id: pc for pc, point in points.items()},
-        positions={pc: _position_json(source.key, fingerprint, point) for pc, point in points.items()},
+        positions={pc: Position.of(source.key, fingerprint, point).to_json()
+                   for pc, point in points.items()},
     )
-
-
-def _position_json(key: str, fingerprint: str, point: ResumePoint) -> str:
-    """Where a frame stands, as plain metadata a store keeps beside the state (``durable check``
-    reads it without loading any state): compact, since every save carries it."""
-    return json.dumps([key, fingerprint, point.id, point.count, point.line, point.owners,
-                       point.variables, point.roles], separators=(",", ":"))
 
 
 def lowered_fingerprint(source_fingerprint: str, listing: str) -> str:

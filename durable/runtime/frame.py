@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import IncompatibleStateError
 from .code import CompiledFunction
-from .migration import CannotMove, Position, Restoring, move
+from .migration import PINNED, CannotMove, Position, Restoring, move
 
 
 class _Cells(dict):
@@ -32,7 +32,7 @@ def _moved(function: CompiledFunction, position: str | None, values: dict[str, A
     if position is None:
         why = "it was saved by a release of durable that did not record its resume point"
     elif not restoring.migrate:
-        why = "its program is pinned to the code it started with (make_durable(..., migrate=False))"
+        why = PINNED
     else:
         try:
             return move(Position.from_json(position), function, values, restoring.instance_id)

@@ -25,9 +25,10 @@ from typing import Any
 
 from ..errors import IncompatibleStateError
 from .actions import JUMP
-from .code import CompiledFunction
+from .code import CompiledFunction, ResumePoint
 
 logger = logging.getLogger("durable.migration")
+PINNED = "its program is pinned to the code it started with (make_durable(..., migrate=False))"
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,24 @@ class Position:
     roles: tuple[tuple[str, str], ...]
 
     @classmethod
+    def of(cls, function: str, fingerprint: str, point: ResumePoint) -> Position:
+        """Where a frame of the function ``function`` (with ``fingerprint``) at ``point`` stands."""
+        return cls(function, fingerprint, point.id, point.count, point.line, point.owners,
+                   point.variables, point.roles)
+
+    def to_json(self) -> str:
+        """Compact: every save carries one per frame."""
+        return json.dumps([self.function, self.fingerprint, self.point, self.count, self.line,
+                           self.owners, self.variables, self.roles], separators=(",", ":"))
+
+    @classmethod
     def from_json(cls, text: str) -> Position:
-        """From the JSON list ``compiler.pipeline`` writes for each resume point."""
-        function, fingerprint, point, count, line, owners, variables, roles = json.loads(text)
+        return cls.from_list(json.loads(text))
+
+    @classmethod
+    def from_list(cls, fields: list[Any]) -> Position:
+        """From ``to_json``'s list, parsed."""
+        function, fingerprint, point, count, line, owners, variables, roles = fields
         return cls(function, fingerprint, point, count, line, tuple(owners), tuple(variables),
                    tuple(map(tuple, roles)))
 
