@@ -10,7 +10,7 @@ from typing import Any
 from . import serialization
 from .clock import SYSTEM_CLOCK, Clock
 from .stores import EventLog, InMemoryStateStore, StateStore
-from .stores.base import State, consumed
+from .stores.base import State
 from .stores.memory import MemoryEventLog
 from .waiting import wait_set
 
@@ -57,7 +57,7 @@ class DurableBackend(OrchestrationBackend):
     async def save_state(self, instance_id: str, state: State) -> None:
         await self.state_store.save(instance_id, state)
         if isinstance(self._log, MemoryEventLog):
-            self._log.discard(instance_id, consumed(state))
+            self._log.discard(instance_id, state.get("consumed_events", ()))
 
     def publish_event(self, instance_id: str, event_name: str, payload: Any = None) -> None:
         """Deliver ``event_name`` to an instance (now, or whenever it waits for it); ``payload``

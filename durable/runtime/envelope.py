@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from ..errors import IncompatibleStateError
@@ -20,15 +19,15 @@ TERMINATED = "terminated"  # set by a store when a client terminates the instanc
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
+def envelope(program: str, status: str, frames: list[bytes], *, saves: int,
              waiting_for: str | None = None, wake_at: float | None = None,
-             waiting_events: Sequence[str] = (), fibers: bytes | None = None,
+             waiting_events: list[str] | None = None, fibers: bytes | None = None,
              custom_status: Any = None, parent: str | None = None, children: int = 0,
              result: bytes | None = None,
-             error_traceback: str | None = None, consumed_events: Sequence[str] = (),
-             positions: list[str] | None = None,
-             retry: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything about an instance; the frames and the result are already pickled."""
+             error_traceback: str | None = None, consumed_events: list[str] | None = None,
+             positions: list[str] | None = None) -> dict[str, Any]:
+    """Everything about an instance; the frames and the result are already pickled. The lists
+    passed in become the envelope's own (not copied: an instance saves after every call)."""
     return {
         "format": FORMAT,
         "library": __version__,
@@ -36,20 +35,19 @@ def envelope(program: str, status: str, frames: Sequence[bytes], *, saves: int,
         "program": program,
         "status": status,
         "waiting_for": waiting_for,  # the first event waited for (several, with branches)
-        "waiting_events": list(waiting_events),
+        "waiting_events": [] if waiting_events is None else waiting_events,
         "wake_at": wake_at,  # a paused instance resumes by itself then (seconds since the epoch)
-        "frames": list(frames),
+        "frames": frames,
         "fibers": fibers,  # while branches run: every fiber's frames, in one pickle
         "result": result,
         "error_traceback": error_traceback,
-        "consumed_events": list(consumed_events),
+        "consumed_events": [] if consumed_events is None else consumed_events,
         "saves": saves,
         "custom_status": custom_status,  # set_status()
         "parent": parent,  # the instance that started this one
         "children": children,  # children started with a default id
         "positions": positions,  # where each frame stands, as JSON (migration.Position)
         "updated_at": time.time(),
-        **({"retry": retry} if retry is not None else {}),  # a failed one: its last save
     }
 
 

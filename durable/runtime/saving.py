@@ -27,7 +27,10 @@ class Saving:
         raised before it could save anything (state it cannot load or save), so that such an
         instance ends instead of being retried forever."""
         text = "".join(traceback.format_exception(error))
-        await self._save(envelope.FAILED, result=saveable_error(error), error_traceback=text)
+        state = self._state(envelope.FAILED, result=saveable_error(error), error_traceback=text)
+        if self.last_saved is not None:
+            state["retry"] = self.last_saved  # what Client.retry starts from
+        await self._store(state)
         self._tell_parent()
 
     async def _save(self, status: str, *, waiting_for: str | None = None,
@@ -42,7 +45,7 @@ class Saving:
             await self._checkpoints.save(lambda: self._state(status), self._store)
             return
         await self._store(self._state(status, waiting_for=waiting_for,
-                                      waiting_events=waiting_events or [], wake_at=wake_at,
+                                      waiting_events=waiting_events, wake_at=wake_at,
                                       result=result, error_traceback=error_traceback))
 
     def _state(self, status: str, *, waiting_for: str | None = None,
@@ -50,36 +53,35 @@ class Saving:
                result: bytes | None = None, error_traceback: str | None = None) -> dict[str, Any]:
         frames: list[bytes] = []
         fibers: bytes | None = None
-        positions: list[str] = []
+        positions: list[str] | None = None
         if status in (envelope.RUNNING, envelope.PAUSED):
-            every = self.root.stack.frames if not self.fibers else [
-                frame for fiber in (self.root, *self.fibers.values()) for frame in fiber.stack.frames]
-            positions = [frame.function.positions[frame.pc] for frame in every]
             try:
                 if self.fibers:  # one pickle, so objects the branches share stay shared
+                    every = [frame for fiber in (self.root, *self.fibers.values())
+                             for frame in fiber.stack.frames]
                     fibers = serialization.dumps(
                         (self._next_fiber, [f.saved() for f in (self.root, *self.fibers.values())]))
                 else:
-                    frames = self.call_stack.snapshot()
+                    every = self.root.stack.frames
+                    frames = self.root.stack.snapshot()
             except Exception as error:
                 raise self._unsaveable(error) from error
+            positions = [frame.function.positions[frame.pc] for frame in every]
         self._saves += 1
         consumed, self._consumed = self._consumed, []
         self._saving.extend(consumed)
         return envelope.envelope(
             self.program.key, status, frames, saves=self._saves, waiting_for=waiting_for,
             custom_status=self.custom_status, parent=self._parent, children=self._children,
-            waiting_events=waiting_events or (), wake_at=wake_at, fibers=fibers, result=result,
+            waiting_events=waiting_events, wake_at=wake_at, fibers=fibers, result=result,
             error_traceback=error_traceback, consumed_events=consumed, positions=positions,
-            retry=self.last_saved if status == envelope.FAILED else None,
         )
 
     async def _store(self, state: dict[str, Any]) -> None:
+        raising, self._raising = self._raising, False
         await self.backend.save_state(self.instance_id, state)
-        if state["status"] in (envelope.RUNNING, envelope.PAUSED):
-            if not self._raising:
-                self.last_saved = state
-            self._raising = False
+        if not raising:  # the state a retry starts from (only a running or paused one is used)
+            self.last_saved = state
         for event_id in state["consumed_events"]:
             self._saving.remove(event_id)
         if state["status"] == envelope.RUNNING and self._cancelled is None \

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import itertools
 import pickle
+from collections.abc import Collection
 
-from .base import EventLog, State, StateStore, consumed
+from .base import EventLog, State, StateStore
 
 
 class MemoryEventLog(EventLog):
@@ -29,10 +30,11 @@ class MemoryEventLog(EventLog):
     async def payload(self, instance_id: str, event_id: str) -> bytes | None:
         return self._payloads.get(event_id)
 
-    def discard(self, instance_id: str, event_ids: set[str]) -> None:
-        if event_ids and instance_id in self._events:
-            self._events[instance_id] = [e for e in self._events[instance_id] if e[0] not in event_ids]
-            for event_id in event_ids:
+    def discard(self, instance_id: str, event_ids: Collection[str]) -> None:
+        if event_ids and instance_id in self._events:  # most saves consume nothing
+            done = set(event_ids)
+            self._events[instance_id] = [e for e in self._events[instance_id] if e[0] not in done]
+            for event_id in done:
                 self._payloads.pop(event_id, None)
 
 
@@ -49,7 +51,7 @@ class InMemoryStateStore(StateStore, EventLog):
 
     async def save(self, instance_id: str, state: State) -> None:
         self._states[instance_id] = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
-        self._log.discard(instance_id, consumed(state))
+        self._log.discard(instance_id, state.get("consumed_events", ()))
 
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         return self._log.append_event(instance_id, event, payload)
