@@ -1,10 +1,13 @@
 """The ``durable`` command: run workers, start instances, publish events, look at instances.
 
 Every command takes ``--store URL`` (default: ``$DURABLE_STORE``, else SQLite
-in ``./durable.db``). Errors print one line to stderr: exit code 2 for a bad
-command line (bad JSON, a module without programs, an unknown store scheme),
-1 when the operation failed (unknown instance, unreachable store, a failed
-instance's result).
+in ``./durable.db``); those that only read (list, status, result, check) never
+create a store. Errors print one line to stderr, with the exit codes of the
+README's table: 2 for a bad command line (bad arguments, JSON or store URL, a
+module that cannot be imported, a name that is no durable program), 1 when the
+operation failed (no store at the path, an unknown instance, an unreachable
+store, a failed instance's result, ``check`` finding an instance that cannot
+run), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -18,16 +21,27 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .client import Client, InstanceNotEnded
 from .deploy_check import HOOK, MOVES, UNCHANGED, FrameCheck
-from .errors import DurableError, InstanceTerminated, StoreError, UnknownInstanceError
+from .errors import (
+    Cancelled,
+    DurableError,
+    InstanceTerminated,
+    StoreError,
+    StoreURLError,
+    UnknownInstanceError,
+)
 from .program import DurableProgram
 from .stores.base import STATUSES, InstanceInfo
 from .stores.urls import DEFAULT_URL
+from .version import __version__
 from .worker import Worker
 
 USAGE, FAILED = 2, 1
@@ -44,12 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(args.command(args))
     except KeyboardInterrupt:
         return 130
-    except UsageError as error:
+    except (UsageError, StoreURLError) as error:
         return _error(str(error), USAGE)
-    except StoreError as error:
-        code = USAGE if str(error).startswith("unknown store URL") else FAILED
-        return _error(str(error), code)
-    except DurableError as error:
+    except DurableError as error:  # StoreError too: no store at the path, or it does not answer
         return _error(str(error), FAILED)
     except Exception as error:
         return _error(f"{type(error).__name__}: {error}", FAILED)
@@ -64,15 +75,18 @@ def _parser() -> argparse.ArgumentParser:
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument("--store", default=os.environ.get("DURABLE_STORE"), metavar="URL",
                        help=f"store URL (default: $DURABLE_STORE, else {DEFAULT_URL})")
+    store.set_defaults(create=True)  # commands that only read say create=False
     parser = argparse.ArgumentParser(
         prog="durable", description="Run workers, start instances, publish events, look at instances.")
+    parser.add_argument("--version", action="version", version=f"durable {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     worker = commands.add_parser("worker", parents=[store], help="run the instances of programs",
                                  description="Import MODULEs, collect every durable program they "
-                                 "define, and run their instances until SIGINT or SIGTERM (a "
-                                 "second signal stops at once; unsaved work then runs again).")
-    worker.add_argument("modules", nargs="+", metavar="MODULE", help="module to import (a.b.c)")
+                                 "define (or the one MODULE:NAME names), and run their instances "
+                                 "until SIGINT or SIGTERM (a second signal stops at once; unsaved "
+                                 "work then runs again).")
+    worker.add_argument("modules", nargs="+", metavar="MODULE", help=_PROGRAMS_HELP)
     worker.add_argument("--concurrency", type=_positive(int), default=100, metavar="N",
                         help="instances run at once (default 100)")
     worker.add_argument("--lease-seconds", type=_positive(float), default=30.0, metavar="S",
@@ -85,29 +99,31 @@ def _parser() -> argparse.ArgumentParser:
 
     start = commands.add_parser("start", parents=[store], help="start an instance",
                                 description="Create an instance for a worker to run; prints its id.")
-    start.add_argument("program", metavar="MODULE:NAME", help="a durable program, e.g. app.flows:order")
+    start.add_argument("program", metavar="MODULE:NAME",
+                       help="a durable program, as `durable list` shows it (app.flows:order) or "
+                       "by the variable that holds it (app.flows:order_program)")
     start.add_argument("arguments", nargs="?", metavar="JSON",
                        help="its arguments: a JSON array (positional), object (keywords) or "
-                       "any other JSON value (one argument)")
+                       f"any other JSON value (one argument); {_JSON_HELP}")
     start.add_argument("--id", dest="instance_id", help="instance id (default: a new UUID)")
     start.set_defaults(command=_start)
 
     status = commands.add_parser("status", parents=[store], help="show an instance")
     status.add_argument("instance_id", metavar="ID")
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(command=_status)
+    status.set_defaults(command=_status, create=False)
 
     publish = commands.add_parser("publish", parents=[store], help="publish an event to an instance")
     publish.add_argument("instance_id", metavar="ID")
     publish.add_argument("event", metavar="EVENT")
-    publish.add_argument("payload", nargs="?", metavar="JSON", help="payload, as JSON")
+    publish.add_argument("payload", nargs="?", metavar="JSON", help=f"payload, as JSON; {_JSON_HELP}")
     publish.set_defaults(command=_publish)
 
     listing = commands.add_parser("list", parents=[store], help="list instances, newest first")
     listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--limit", type=_positive(int), default=1000)
     listing.add_argument("--json", action="store_true", help="print JSON, one object a line")
-    listing.set_defaults(command=_list)
+    listing.set_defaults(command=_list, create=False)
 
     result = commands.add_parser("result", parents=[store], help="print an instance's result",
                                  description="Print the result as JSON (repr if it is not JSON); a "
@@ -115,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     result.add_argument("instance_id", metavar="ID")
     result.add_argument("--wait", action="store_true", help="wait until the instance ends")
     result.add_argument("--timeout", type=_positive(float), metavar="S")
-    result.set_defaults(command=_result)
+    result.set_defaults(command=_result, create=False)
 
     terminate = commands.add_parser("terminate", parents=[store], help="stop an instance for good")
     terminate.add_argument("instance_id", metavar="ID")
@@ -135,9 +151,9 @@ def _parser() -> argparse.ArgumentParser:
         "a migration hook decides, or stays, and why. Reads only what the store keeps beside "
         "each state: no state is loaded, no instance code runs. Exit status 0 only if every "
         "instance can run.")
-    check.add_argument("modules", nargs="+", metavar="MODULE", help="module to import (a.b.c)")
+    check.add_argument("modules", nargs="+", metavar="MODULE", help=_PROGRAMS_HELP)
     check.add_argument("--json", action="store_true", help="print JSON, one object a line")
-    check.set_defaults(command=_check)
+    check.set_defaults(command=_check, create=False)
 
     for name, verb in (("suspend", "stop scheduling an instance"),
                        ("resume", "schedule a suspended instance again"),
@@ -146,6 +162,10 @@ def _parser() -> argparse.ArgumentParser:
         control.add_argument("instance_id", metavar="ID")
         control.set_defaults(command=_change, action=name)
     return parser
+
+
+_PROGRAMS_HELP = "module to import (a.b.c): all its programs; or one program, MODULE:NAME"
+_JSON_HELP = "@FILE reads it from a file, - from standard input"
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -159,7 +179,7 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 async def _with_client(args: argparse.Namespace, act: Callable[[Client], Awaitable[int]]) -> int:
-    client = Client(args.store)
+    client = Client(args.store, create=args.create)
     try:
         return await act(client)
     finally:
@@ -170,7 +190,7 @@ async def _with_client(args: argparse.Namespace, act: Callable[[Client], Awaitab
 async def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    programs = [program for name in args.modules for program in _programs(name)]
+    programs = _programs_of(args.modules)
     worker = Worker(args.store, programs, concurrency=args.concurrency,
                     lease_seconds=args.lease_seconds, poll_interval=args.poll_interval)
     signals = 0
@@ -270,7 +290,7 @@ async def _result(args: argparse.Namespace) -> int:
             return _error(f"{error} (use --wait to wait for it)", FAILED)
         except (UnknownInstanceError, StoreError, TimeoutError):
             raise
-        except InstanceTerminated as error:
+        except (InstanceTerminated, Cancelled) as error:  # their message says what happened
             return _error(str(error), FAILED)
         except Exception as error:  # the instance's own error
             return _error(f"instance {args.instance_id!r} failed: {type(error).__name__}: {error}",
@@ -294,7 +314,7 @@ _CHANGES = {
 
 
 async def _check(args: argparse.Namespace) -> int:
-    programs = [program for name in args.modules for program in _programs(name)]
+    programs = _programs_of(args.modules)
 
     async def act(client: Client) -> int:
         checked = await client.check(programs)
@@ -333,45 +353,104 @@ async def _change(args: argparse.Namespace) -> int:
 
 
 # Helpers.
-def _import(name: str) -> Any:
+def _import(name: str) -> ModuleType:
+    """Import a user's module. Whatever stops it (no such module, a syntax error, an exception
+    its code raises) is a bad command line, told in one line naming the module."""
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: modules of the working directory
     try:
         return importlib.import_module(name)
-    except ImportError as error:
-        if error.name is not None and name.startswith(error.name):
-            raise UsageError(f"cannot import module {name!r}: {error}") from None
-        raise
+    except Exception as error:
+        raise UsageError(f"cannot import module {name!r}: {_describe(error)}") from None
 
 
-def _programs(name: str) -> list[DurableProgram]:
-    module = _import(name)
-    programs = {id(value): value for value in vars(module).values()
-                if isinstance(value, DurableProgram)}
+def _describe(error: Exception) -> str:
+    """An import's error, with the line that raised it (a SyntaxError's message has its own)."""
+    text = f"{type(error).__name__}: {error}"
+    frames = traceback.extract_tb(error.__traceback__)
+    if isinstance(error, SyntaxError | ImportError) or not frames:
+        return text
+    return f"{text} ({frames[-1].filename}, line {frames[-1].lineno})"
+
+
+def _programs_of(references: list[str]) -> list[DurableProgram]:
+    """The programs worker or check arguments name, each once (``shop shop:order`` is fine)."""
+    return list({id(program): program for reference in references
+                 for program in _programs(reference)}.values())
+
+
+def _programs(reference: str) -> list[DurableProgram]:
+    """The programs a worker or check argument names: MODULE, all it defines; MODULE:NAME, one."""
+    if ":" in reference:
+        return [_program(reference)]
+    programs = _defined(_import(reference))
     if not programs:
-        raise UsageError(f"module {name!r} defines no durable program (make_durable(fn))")
-    return list(programs.values())
+        raise UsageError(f"module {reference!r} defines no durable program (make_durable(fn))")
+    return programs
+
+
+def _defined(module: ModuleType) -> list[DurableProgram]:
+    """The durable programs a module's variables hold, each once."""
+    return list({id(value): value for value in vars(module).values()
+                 if isinstance(value, DurableProgram)}.values())
 
 
 def _program(reference: str) -> DurableProgram:
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
+    """The program MODULE:NAME names: by its key, as `durable list` and workers show it
+    (``shop:order`` for ``order_program = make_durable(order)``), or by the variable that
+    holds it (``shop:order_program``), so both spellings a user sees work."""
+    module_name, _, name = reference.partition(":")
+    if not module_name or not name:
         raise UsageError(f"name a program as MODULE:NAME, got {reference!r}")
-    value: Any = _import(module_name)
-    for part in attribute.split("."):
-        if not hasattr(value, part):
-            raise UsageError(f"module {module_name!r} has no {attribute!r}")
-        value = getattr(value, part)
-    if not isinstance(value, DurableProgram):
-        raise UsageError(f"{reference} is not a durable program (make_durable(fn))")
+    module = _import(module_name)
+    programs = _defined(module)
+    by_key = [program for program in programs if program.key == reference]
+    held = _attribute(module, name)
+    if isinstance(held, DurableProgram):
+        if by_key and by_key[0] is not held:
+            raise UsageError(f"{reference} is ambiguous: it is the key of a durable program, and "
+                             f"the variable {name!r} holds another one, {held.key}: name the "
+                             "one you mean by the variable that holds it")
+        return held
+    if by_key:
+        return by_key[0]
+    known = ", ".join(sorted(program.key for program in programs)) or "none"
+    raise UsageError(f"{reference} is not a durable program (make_durable(fn)); the programs of "
+                     f"module {module_name!r}: {known}")
+
+
+def _attribute(module: ModuleType, name: str) -> Any:
+    """What ``module.a.b`` holds for the name ``a.b``; None if nothing."""
+    value: Any = module
+    for part in name.split("."):
+        value = getattr(value, part, None)
     return value
 
 
 def _json(text: str, what: str) -> Any:
+    """A JSON value given on the command line, in a file (``@FILE``) or on standard input
+    (``-``): a big payload does not fit in a command line. Errors name where it was read."""
+    if text == "-":
+        where, data = "on standard input", sys.stdin.buffer.read()
+    elif text.startswith("@"):
+        where, data = f"in the file {text[1:]!r}", _read(text[1:], what)
+    else:
+        where, data = f"given ({text[:60]!r}{'...' if len(text) > 60 else ''})", text.encode()
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageError(f"the {what} is not valid JSON ({error}): {text!r}") from None
+        return json.loads(data)
+    except ValueError as error:  # JSONDecodeError, or bytes that are no Unicode text
+        raise UsageError(f"the {what} {where} is not valid JSON: {error}") from None
+
+
+def _read(path: str, what: str) -> bytes:
+    """The bytes of the file ``@path`` names; a clear error naming it if they cannot be read."""
+    if not path:
+        raise UsageError(f"name the file of the {what} after @, as in @{what}.json")
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read the {what} from the file {path!r}: "
+                         f"{error.strerror or error}") from None
 
 
 def _status_text(info: InstanceInfo) -> str:

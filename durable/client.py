@@ -39,10 +39,12 @@ class InstanceNotEnded(DurableError):
         super().__init__(f"instance {instance_id!r} has no result yet: it is {status}{detail}")
 
 
-def instance_store(store: InstanceStore | str | None) -> tuple[InstanceStore, bool]:
-    """The store to use, and whether we opened it (then we close it too)."""
+def instance_store(store: InstanceStore | str | None, *,
+                   create: bool = True) -> tuple[InstanceStore, bool]:
+    """The store to use, and whether we opened it (then we close it too); ``create``: see
+    ``open_store``."""
     if store is None or isinstance(store, str):
-        opened: StateStore = open_store(store)
+        opened: StateStore = open_store(store, create=create)
         if not isinstance(opened, InstanceStore):
             raise StoreError(f"the store {redact(store or 'default')!r} ({type(opened).__name__}) "
                              "cannot be shared by clients and workers: use sqlite:///file.db "
@@ -56,10 +58,12 @@ def instance_store(store: InstanceStore | str | None) -> tuple[InstanceStore, bo
 
 class Client:
     """Talks to the instances in one store: ``Client()``, ``Client("sqlite:///app.db")`` or
-    ``Client(store)``. Without a store, ``$DURABLE_STORE`` or SQLite in ``./durable.db``."""
+    ``Client(store)``. Without a store, ``$DURABLE_STORE`` or SQLite in ``./durable.db``.
+    ``create=False``: a URL must name a store that exists (``StoreError`` otherwise), for
+    callers that only look and must not leave an empty store where a path has a typo."""
 
-    def __init__(self, store: InstanceStore | str | None = None) -> None:
-        self.store, self._owns_store = instance_store(store)
+    def __init__(self, store: InstanceStore | str | None = None, *, create: bool = True) -> None:
+        self.store, self._owns_store = instance_store(store, create=create)
 
     def __repr__(self) -> str:
         return f"Client({self.store!r})"

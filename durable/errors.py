@@ -86,6 +86,9 @@ class NotInDurableCode(DurableError):
                          "passed to make_durable() or in an async def such a function awaits, "
                          "not in a plain coroutine or task")
 
+    def __reduce__(self):
+        return (type(self), (self.what,))
+
 
 class CompileError(DurableError):
     """A construct in a function cannot be made durable.
@@ -166,6 +169,11 @@ class UnsupportedPauseError(DurableError):
 
 class StoreError(DurableError):
     """A store cannot be opened or reached: a bad URL, a database that does not answer."""
+
+
+class StoreURLError(StoreError):
+    """A store URL that cannot name a store (an unknown scheme, no path, a malformed connection
+    string): the URL itself is wrong, whatever the store holds or whether it answers."""
 
 
 class UnknownInstanceError(DurableError, LookupError):

@@ -32,7 +32,22 @@ _IMMUTABLE = (
 def _reduce_exception(error: BaseException) -> tuple[Any, ...]:
     state = dict(getattr(error, "__dict__", {}))
     links = (error.__cause__, error.__context__, error.__suppress_context__)
-    return (_rebuild_exception, (type(error), error.args, state, links))
+    return (_rebuild_exception, (type(error), _init_args(error), state, links))
+
+
+def _init_args(error: BaseException) -> tuple[Any, ...]:
+    """What to call the error's class with: the arguments its own ``__reduce__`` gives, when
+    its class defines one in Python (the library's errors do: their ``args`` hold the message
+    built from them, and ``Cancelled(message)`` would nest that message in a new one), else
+    its ``args``, as pickle does."""
+    if isinstance(type(error).__reduce__, types.FunctionType):
+        try:
+            make, args = error.__reduce__()[:2]
+        except Exception:  # a __reduce__ that fails here: the plain way still rebuilds it
+            return error.args
+        if make is type(error):
+            return tuple(args)
+    return error.args
 
 
 def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any],

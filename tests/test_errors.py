@@ -12,6 +12,7 @@ import pytest
 from harness import load_module, prelude, reload_module
 
 from durable import (
+    Cancelled,
     CompileError,
     DurableBackend,
     IncompatibleStateError,
@@ -20,7 +21,9 @@ from durable import (
     SerializationError,
     UnsupportedPauseError,
     make_durable,
+    serialization,
 )
+from durable.errors import EventTimeout, InstanceTerminated, NotInDurableCode, StepInterrupted
 
 
 def compile_error(source: str, tmp_path, entry: str = "main") -> CompileError:
@@ -339,3 +342,15 @@ async def test_state_that_cannot_be_loaded_is_refused_clearly(tmp_path) -> None:
     with pytest.raises(IncompatibleStateError, match=r"cannot load the saved state of instance 'i'.*"
                        r"saved by Python 3\.99"):
         await program(orchestration_backend=backend, instance_id="i")
+
+
+@pytest.mark.parametrize("error", [
+    Cancelled("s1", "customer asked"), Cancelled("s1"), NotInDurableCode("sleep()"),
+    InstanceTerminated("t1", "not needed"), EventTimeout("paid", 5), StepInterrupted("charge", 2),
+], ids=repr)
+def test_library_errors_come_back_from_a_save_with_their_own_message(error) -> None:
+    """An instance's error is saved and rebuilt: ``Cancelled(message)`` must not nest the
+    message in a new one (``instance "instance 's1' was cancelled: ..." was cancelled``)."""
+    again = serialization.loads(serialization.dumps(error))
+    assert (type(again), str(again), again.args) == (type(error), str(error), error.args)
+    assert vars(again) == vars(error)

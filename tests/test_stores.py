@@ -19,6 +19,7 @@ from durable import (
     PauseForEventException,
     SqliteStateStore,
     StateStore,
+    StoreError,
     make_durable,
 )
 from durable.stores import EventLog, open_store
@@ -435,3 +436,21 @@ async def test_event_published_before_the_instance_waits_is_kept(log) -> None:
 def test_stores_are_what_they_claim() -> None:
     assert isinstance(InMemoryStateStore(), EventLog)
     assert not isinstance(SeedStyleStore(), EventLog)
+
+
+@pytest.mark.parametrize("scheme, kind", [("sqlite", "file"), ("file", "directory")])
+async def test_opening_without_create_never_makes_a_store(tmp_path, scheme, kind) -> None:
+    path = tmp_path / "typo" / "durable.db"
+    url = f"{scheme}:///{path}" if scheme == "sqlite" else f"file://{path}"
+    with pytest.raises(StoreError) as caught:
+        open_store(url, create=False)
+    assert str(caught.value) == (f"no store at {url}: the {kind} {path} does not exist (a "
+                                 "command that only reads never creates a store)")
+    assert not (tmp_path / "typo").exists()
+    made = open_store(url)  # the default still creates it
+    await made.save("one", state(1))
+    opened = open_store(url, create=False)  # and then it is there
+    assert await opened.load("one") == state(1)
+    for store in (made, opened):
+        if hasattr(store, "close"):
+            await store.close()

@@ -27,7 +27,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import StrDumperUnknown, TextLoader
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreURLError
 from .sql import Dialect, SqlStore
 from .sql.connections import close_quietly
 from .sql.dialect import pyformat
@@ -77,7 +77,7 @@ class PostgresStateStore(SqlStore):
         try:
             params = conninfo_to_dict(dsn)
         except psycopg.Error as error:
-            raise StoreError(f"invalid PostgreSQL connection string: "
+            raise StoreURLError(f"invalid PostgreSQL connection string: "
                              f"{_hide_fragments(str(error), dsn)}") from None
         self.dsn = dsn  # as given (with any password): repr() and errors never show it
         self._password = str(params.get("password") or "")

@@ -5,18 +5,21 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlsplit
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreURLError
 from .base import StateStore
 
 DEFAULT_URL = "sqlite:///durable.db"  # a file in the working directory
 SCHEMES = "memory://, file:///directory, sqlite:///file.db or postgresql://user@host/database"
 
 
-def open_store(url: str | None = None) -> StateStore:
+def open_store(url: str | None = None, *, create: bool = True) -> StateStore:
     """The store a URL names; without one, ``$DURABLE_STORE``, else SQLite in ``./durable.db``.
 
     ``sqlite:///relative.db`` and ``sqlite:////absolute.db`` follow SQLAlchemy's
-    convention; ``file:`` URLs name a directory for ``DiskStateStore``.
+    convention; ``file:`` URLs name a directory for ``DiskStateStore``. With
+    ``create=False`` a SQLite file or Disk directory must exist already (``StoreError``
+    naming the path otherwise): what only reads a store never makes one where a path has
+    a typo. PostgreSQL databases are never created, so it changes nothing there.
     """
     url = url or os.environ.get("DURABLE_STORE") or DEFAULT_URL
     scheme, _, rest = url.partition("://")
@@ -26,20 +29,26 @@ def open_store(url: str | None = None) -> StateStore:
         return InMemoryStateStore()
     if scheme == "file":
         from .disk import DiskStateStore
-        return DiskStateStore(_path(url, urlsplit(url).path))
+        return DiskStateStore(_path(url, urlsplit(url).path, create, "directory"))
     if scheme == "sqlite":
         from .sqlite import SqliteStateStore
-        return SqliteStateStore(_path(url, rest[1:] if rest.startswith("/") else rest))
+        return SqliteStateStore(_path(url, rest[1:] if rest.startswith("/") else rest, create,
+                                      "file"))
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStateStore
         return PostgresStateStore(url)
-    raise StoreError(f"unknown store URL {redact(url)!r}: use {SCHEMES}")
+    raise StoreURLError(f"unknown store URL {redact(url)!r}: use {SCHEMES}")
 
 
-def _path(url: str, path: str) -> str:
+def _path(url: str, path: str, create: bool, kind: str) -> str:
+    """The local path a URL names; unless ``create``, one that exists."""
     if not path:
-        raise StoreError(f"store URL {redact(url)!r} names no path: use {SCHEMES}")
-    return unquote(path)
+        raise StoreURLError(f"store URL {redact(url)!r} names no path: use {SCHEMES}")
+    path = unquote(path)
+    if not create and not os.path.exists(path):
+        raise StoreError(f"no store at {redact(url)}: the {kind} {os.path.abspath(path)} does "
+                         "not exist (a command that only reads never creates a store)")
+    return path
 
 
 def redact(url: str) -> str:
