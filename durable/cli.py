@@ -1,8 +1,8 @@
 """The ``durable`` command: run workers, start instances, publish events, look at instances.
 
 Every command takes ``--store URL`` (default: ``$DURABLE_STORE``, else SQLite
-in ``./durable.db``); those that only read (list, status, result, check) never
-create a store. Errors print one line to stderr, with the exit codes of the
+in ``./durable.db``); only ``start`` and ``worker`` create a store that is not
+there: the others act on instances that must exist already. Errors print one line to stderr, with the exit codes of the
 README's table: 2 for a bad command line (bad arguments, JSON or store URL, a
 module that cannot be imported, a name that is no durable program), 1 when the
 operation failed (no store at the path, an unknown instance, an unreachable
@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument("--store", default=os.environ.get("DURABLE_STORE"), metavar="URL",
                        help=f"store URL (default: $DURABLE_STORE, else {DEFAULT_URL})")
-    store.set_defaults(create=True)  # commands that only read say create=False
+    store.set_defaults(create=False)  # only start and worker make a store that is not there
     parser = argparse.ArgumentParser(
         prog="durable", description="Run workers, start instances, publish events, look at instances.")
     parser.add_argument("--version", action="version", version=f"durable {__version__}")
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="longest wait between looks at the store (default 1)")
     worker.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    worker.set_defaults(command=_worker)
+    worker.set_defaults(command=_worker, create=True)
 
     start = commands.add_parser("start", parents=[store], help="start an instance",
                                 description="Create an instance for a worker to run; prints its id.")
@@ -106,12 +106,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="its arguments: a JSON array (positional), object (keywords) or "
                        f"any other JSON value (one argument); {_JSON_HELP}")
     start.add_argument("--id", dest="instance_id", help="instance id (default: a new UUID)")
-    start.set_defaults(command=_start)
+    start.set_defaults(command=_start, create=True)
 
     status = commands.add_parser("status", parents=[store], help="show an instance")
     status.add_argument("instance_id", metavar="ID")
     status.add_argument("--json", action="store_true", help="print JSON")
-    status.set_defaults(command=_status, create=False)
+    status.set_defaults(command=_status)
 
     publish = commands.add_parser("publish", parents=[store], help="publish an event to an instance")
     publish.add_argument("instance_id", metavar="ID")
@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--limit", type=_positive(int), default=1000)
     listing.add_argument("--json", action="store_true", help="print JSON, one object a line")
-    listing.set_defaults(command=_list, create=False)
+    listing.set_defaults(command=_list)
 
     result = commands.add_parser("result", parents=[store], help="print an instance's result",
                                  description="Print the result as JSON (repr if it is not JSON); a "
@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     result.add_argument("instance_id", metavar="ID")
     result.add_argument("--wait", action="store_true", help="wait until the instance ends")
     result.add_argument("--timeout", type=_positive(float), metavar="S")
-    result.set_defaults(command=_result, create=False)
+    result.set_defaults(command=_result)
 
     terminate = commands.add_parser("terminate", parents=[store], help="stop an instance for good")
     terminate.add_argument("instance_id", metavar="ID")
@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         "instance can run.")
     check.add_argument("modules", nargs="+", metavar="MODULE", help=_PROGRAMS_HELP)
     check.add_argument("--json", action="store_true", help="print JSON, one object a line")
-    check.set_defaults(command=_check, create=False)
+    check.set_defaults(command=_check)
 
     for name, verb in (("suspend", "stop scheduling an instance"),
                        ("resume", "schedule a suspended instance again"),

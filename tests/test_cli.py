@@ -458,10 +458,12 @@ async def test_arguments_and_payloads_from_a_file_or_standard_input(
         one_error_line(err, *fragments)
 
 
-async def test_commands_that_only_read_never_create_a_store(modules, tmp_path, flows) -> None:
+async def test_commands_on_existing_instances_never_create_a_store(modules, tmp_path, flows) -> None:
     missing = tmp_path / "typo" / "app.db"
     url = f"sqlite:///{missing}"
-    for args in (("list",), ("status", "x"), ("result", "x"), ("check", "cli_flows")):
+    for args in (("list",), ("status", "x"), ("result", "x"), ("check", "cli_flows"),
+                 ("publish", "x", "go"), ("terminate", "x", "r"), ("cancel", "x"),
+                 ("suspend", "x"), ("resume", "x"), ("retry", "x")):
         code, out, err = await durable(modules, tmp_path, *args, "--store", url)
         assert (code, out) == (1, ""), (args, err)
         one_error_line(err, f"no store at {url}: the file {missing} does not exist")
