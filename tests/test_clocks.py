@@ -19,7 +19,6 @@ from harness import running
 
 from durable import Client, Worker, make_durable, sleep
 from durable.errors import StoreError
-from durable.stores import open_store
 from durable.stores.base import FINISHED, WAITING
 
 STEPS: collections.Counter[str] = collections.Counter()  # steps completed, per instance
@@ -87,8 +86,9 @@ async def until(condition, seconds: float = 60) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_wall_clock_step_past_the_leases_runs_no_step_twice(tmp_path, monkeypatch) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'durable.db'}")
+async def test_a_wall_clock_step_past_the_leases_runs_no_step_twice(opened, tmp_path,
+                                                                   monkeypatch) -> None:
+    store = opened(f"sqlite:///{tmp_path / 'durable.db'}")
     client = Client(store)
     ids = [f"held-{n}" for n in range(20)]
     for instance in ids:
@@ -104,12 +104,11 @@ async def test_a_wall_clock_step_past_the_leases_runs_no_step_twice(tmp_path, mo
         for instance in ids:
             assert await client.result(instance, timeout=60) == instance
     assert ENTERED == STEPS == collections.Counter({**dict.fromkeys(ids, 1), "canary": 1})
-    await store.close()
 
 
 async def test_a_timer_does_not_fire_early_on_a_worker_whose_clock_runs_ahead(
-        postgres_dsn, monkeypatch, caplog) -> None:
-    store = open_store(postgres_dsn)
+        postgres_dsn, opened, monkeypatch, caplog) -> None:
+    store = opened(postgres_dsn)
     client = Client(store)
     first = await client.start(napper, "nap-1", instance_id="nap-1")
     async with running(Worker(store, [napper], poll_interval=0.05)):  # a worker on time
@@ -133,13 +132,13 @@ async def test_a_timer_does_not_fire_early_on_a_worker_whose_clock_runs_ahead(
     assert database_now < set_ahead.wake_at < database_now + 660  # not an hour later
     warnings = [record.getMessage() for record in caplog.records]
     assert any("clock is" in text and "s ahead of" in text for text in warnings), warnings
-    await store.close()
 
 
-async def test_a_worker_stops_an_instance_whose_lease_expired_unrenewed(tmp_path, caplog) -> None:
+async def test_a_worker_stops_an_instance_whose_lease_expired_unrenewed(opened, tmp_path,
+                                                                       caplog) -> None:
     """Renewals fail (the store does not answer them): once the lease has run out on the
     worker's own monotonic clock, another worker may have the instance, so this one stops it."""
-    store = open_store(f"sqlite:///{tmp_path / 'durable.db'}")
+    store = opened(f"sqlite:///{tmp_path / 'durable.db'}")
     client = Client(store)
     await client.start(held, "held", instance_id="held")
 
@@ -157,15 +156,14 @@ async def test_a_worker_stops_an_instance_whose_lease_expired_unrenewed(tmp_path
         assert STEPS["held"] == 0  # stopped in its step: nothing of it was saved
         GATE["open"].set()  # claimed again (its lease expired), it runs to its end
         assert await client.result("held", timeout=60) == "held"
-    await store.close()
 
 
 async def test_a_lease_that_could_not_be_given_back_is_given_back_when_the_store_answers(
-        tmp_path) -> None:
+        opened, tmp_path) -> None:
     """A save fails (the store is briefly unreachable), and so do the first attempts to give
     the lease back; the worker tries again, so the instance runs again long before its lease
     of a minute would have expired."""
-    store = open_store(f"sqlite:///{tmp_path / 'durable.db'}")
+    store = opened(f"sqlite:///{tmp_path / 'durable.db'}")
     client = Client(store)
     handle = await client.start(canary, "c", instance_id="c")
     save_leased, release = store.save_leased, store.release
@@ -188,7 +186,6 @@ async def test_a_lease_that_could_not_be_given_back_is_given_back_when_the_store
         assert await handle.result(timeout=20) == "c"
     assert failures == {"save": 1, "release": 3}
     assert (await handle.status()).status == FINISHED
-    await store.close()
 
 
 def test_a_synced_clock_follows_its_readings_not_this_machines_wall_clock(monkeypatch) -> None:

@@ -156,10 +156,10 @@ def check_steps(log: Path, ids: list[str], worker_log: Path) -> None:
 
 
 async def test_a_postgresql_outage_delays_instances_only_until_it_is_back(
-        own_postgres, program, tmp_path) -> None:
+        own_postgres, opened, program, tmp_path) -> None:
     job_program, log = program
     url = fresh_database(own_postgres)
-    store = open_store(url)
+    store = opened(url)
     client = Client(store)
     ids = [f"job-{n}" for n in range(50)]
     for instance in ids:
@@ -168,12 +168,11 @@ async def test_a_postgresql_outage_delays_instances_only_until_it_is_back(
         await eventually(lambda: log_lines(log) >= 100, 120, "the instances run")
         own_postgres.halt()
         stopped = time.monotonic()
-        during = Client(url, timeout=2)
+        during = Client(opened(url), timeout=2)
         asked = time.monotonic()
         with pytest.raises(StoreError):
             await during.status(ids[0])
         assert time.monotonic() - asked < 15  # the configured 2 s, loosely
-        await during.close()
         await asyncio.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
         own_postgres.resume()
 
@@ -185,14 +184,12 @@ async def test_a_postgresql_outage_delays_instances_only_until_it_is_back(
     assert [await client.result(i, wait=False) for i in ids] == [EXPECTED] * len(ids)
     check_steps(log, ids, worker_log)
     assert "cannot give its lease back" in worker_log.read_text()  # the outage was felt
-    await store.close()
 
 
 async def test_a_hung_postgresql_fails_client_calls_within_their_timeout(
-        own_postgres, program) -> None:
+        own_postgres, opened, program) -> None:
     job_program, _ = program
-    url = fresh_database(own_postgres)
-    client = Client(url, timeout=2)
+    client = Client(opened(fresh_database(own_postgres)), timeout=2)
     await client.start(job_program, "hung", STEPS, 16, instance_id="hung")
     await client.status("hung")  # a connection is open
     frozen = own_postgres.processes()
@@ -208,7 +205,6 @@ async def test_a_hung_postgresql_fails_client_calls_within_their_timeout(
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
     assert (await client.status("hung")).status == "running"  # it answers again
-    await client.close()
 
 
 @contextlib.contextmanager
@@ -248,28 +244,31 @@ async def test_a_full_disk_loses_nothing_and_instances_finish_when_space_returns
     with small_tmpfs(tmp_path / "disk", "24m") as disk:
         url = f"sqlite:///{disk / 'durable.db'}"
         store = open_store(url)
-        client = Client(store)
-        ids = [f"job-{n}" for n in range(20)]
-        for instance in ids:
-            await client.start(job_program, instance, STEPS, 8192, instance_id=instance)
-        with worker_process(url, tmp_path) as worker_log:
-            await eventually(lambda: log_lines(log) >= 40, 120, "the instances run")
-            filler = fill(disk)
-            await eventually(lambda: "the store failed" in worker_log.read_text(), 60,
-                             "the worker's saves fail")
-            await asyncio.sleep(2)  # the disk stays full a while: the worker's writes go on failing
-            # The store still reads: every instance's last saved state loads.
+        try:
+            client = Client(store)
+            ids = [f"job-{n}" for n in range(20)]
             for instance in ids:
-                assert (await client.status(instance)).status in {"running", "finished"}
-                assert (await store.load(instance))["status"] in {"running", "finished"}
-            filler.unlink()
+                await client.start(job_program, instance, STEPS, 8192, instance_id=instance)
+            with worker_process(url, tmp_path) as worker_log:
+                await eventually(lambda: log_lines(log) >= 40, 120, "the instances run")
+                filler = fill(disk)
+                await eventually(lambda: "the store failed" in worker_log.read_text(), 60,
+                                 "the worker's saves fail")
+                await asyncio.sleep(2)  # the disk stays full a while: writes go on failing
+                # The store still reads: every instance's last saved state loads.
+                for instance in ids:
+                    assert (await client.status(instance)).status in {"running", "finished"}
+                    assert (await store.load(instance))["status"] in {"running", "finished"}
+                filler.unlink()
 
-            async def all_finished() -> bool:
-                return len(await store.list(status="finished", limit=100)) == len(ids)
-            await eventually(all_finished, AFTER_RETURN, "every instance finishes after space returns")
-        assert [await client.result(i, wait=False) for i in ids] == [EXPECTED] * len(ids)
-        check_steps(log, ids, worker_log)
-        assert "cannot give its lease back" in worker_log.read_text()  # the full disk was felt
-        await store.close()
+                async def all_finished() -> bool:
+                    return len(await store.list(status="finished", limit=100)) == len(ids)
+                await eventually(all_finished, AFTER_RETURN,
+                                 "every instance finishes after space returns")
+            assert [await client.result(i, wait=False) for i in ids] == [EXPECTED] * len(ids)
+            check_steps(log, ids, worker_log)
+            assert "cannot give its lease back" in worker_log.read_text()  # the disk was full
+        finally:
+            await store.close()
         with contextlib.closing(sqlite3.connect(disk / "durable.db")) as check:
             assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
