@@ -2,15 +2,16 @@
 
 A client never runs user code. ``start`` saves the state a fresh start would
 save (the arguments bound into the first frame) and any ``Worker`` serving
-the program picks it up from the store.
+the program picks it up from the store. Every call fails with a ``StoreError``
+if the store does not answer within the client's ``timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import serialization
 from .backends import DurableBackend
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 # How long a waiting client sleeps between looks when the store signals no change.
 _RECHECK_SECONDS = 1.0
+DEFAULT_TIMEOUT = 5.0  # seconds a client waits for the store's answer to one call
+
+T = TypeVar("T")
 
 
 class InstanceNotEnded(DurableError):
@@ -60,9 +64,16 @@ class Client:
     """Talks to the instances in one store: ``Client()``, ``Client("sqlite:///app.db")`` or
     ``Client(store)``. Without a store, ``$DURABLE_STORE`` or SQLite in ``./durable.db``.
     ``create=False``: a URL must name a store that exists (``StoreError`` otherwise), for
-    callers that only look and must not leave an empty store where a path has a typo."""
+    callers that only look and must not leave an empty store where a path has a typo.
+    ``timeout``: how long each call waits for the store to answer (a database that is down,
+    unreachable or hung) before it fails with ``StoreError``."""
 
-    def __init__(self, store: InstanceStore | str | None = None, *, create: bool = True) -> None:
+    def __init__(self, store: InstanceStore | str | None = None, *, create: bool = True,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and timeout > 0):
+            raise ValueError(f"Client timeout must be a positive number of seconds, "
+                             f"got {timeout!r}")
+        self.timeout = float(timeout)
         self.store, self._owns_store = instance_store(store, create=create)
 
     def __repr__(self) -> str:
@@ -72,6 +83,17 @@ class Client:
         """Close the store if this client opened it from a URL."""
         if self._owns_store:
             await self.store.close()
+
+    async def _ask(self, call: Awaitable[T], waits: float = 0.0) -> T:
+        """The store's answer to ``call`` (which may wait ``waits`` seconds by design), or a
+        ``StoreError`` once it has not answered within ``timeout`` more: a client never hangs
+        on a store that is down or unreachable."""
+        try:
+            return await asyncio.wait_for(call, self.timeout + waits)
+        except TimeoutError:
+            raise StoreError(f"{self.store.where} did not answer within {self.timeout:g} s "
+                             "(is it down or unreachable?); a change asked for may still be "
+                             "made when it answers") from None
 
     async def __aenter__(self) -> Client:
         return self
@@ -91,7 +113,7 @@ class Client:
                             f"got {type(program).__name__}")
         instance_id = instance_id or str(uuid.uuid4())
         runtime = DurableRuntime(program, DurableBackend(self.store), instance_id)
-        await self.store.create(instance_id, runtime.initial_state(*args, **kwargs))
+        await self._ask(self.store.create(instance_id, runtime.initial_state(*args, **kwargs)))
         return InstanceHandle(self, instance_id)
 
     def handle(self, instance_id: str) -> InstanceHandle:
@@ -102,11 +124,11 @@ class Client:
         """Deliver event ``name`` to an instance, now or whenever it waits for it."""
         await self.status(instance_id)  # an unknown id is an error, not an event kept forever
         blob = None if payload is None else serialization.dumps(payload)
-        await self.store.publish(instance_id, name, blob)
+        await self._ask(self.store.publish(instance_id, name, blob))
 
     async def status(self, instance_id: str) -> InstanceInfo:
         """Running, waiting (``waiting_for`` names the event), finished, failed or terminated."""
-        info = await self.store.info(instance_id)
+        info = await self._ask(self.store.info(instance_id))
         if info is None:
             raise UnknownInstanceError(instance_id, self.store.where)
         return info
@@ -130,7 +152,8 @@ class Client:
                 goal = "end" if set(statuses) == set(ENDED) else f"become {' or '.join(statuses)}"
                 raise TimeoutError(f"instance {instance_id!r} did not {goal} within {timeout} s "
                                    f"(it is {info.status}{detail})")
-            await self.store.wait_for_change(min(left, _RECHECK_SECONDS))
+            wait = min(left, _RECHECK_SECONDS)
+            await self._ask(self.store.wait_for_change(wait), waits=wait)
 
     async def result(self, instance_id: str, wait: bool = True, timeout: float | None = None) -> Any:
         """The result of a finished instance; a failed one raises its error, a terminated one
@@ -142,7 +165,7 @@ class Client:
             info = await self.status(instance_id)
         if info.status not in ENDED:
             raise InstanceNotEnded(instance_id, info.status, info.waiting_for)
-        state = await self.store.load(instance_id)
+        state = await self._ask(self.store.load(instance_id))
         if state is None:  # pragma: no cover - deleted between the two reads
             raise UnknownInstanceError(instance_id, self.store.where)
         return outcome(state, instance_id)
@@ -154,7 +177,7 @@ class Client:
         it stops at its next save; waiting callers get ``InstanceTerminated``.
         """
         await self.status(instance_id)
-        return await self.store.terminate(instance_id, reason)
+        return await self._ask(self.store.terminate(instance_id, reason))
 
     async def cancel(self, instance_id: str, reason: str | None = None) -> bool:
         """Raise ``Cancelled(reason)`` in the instance where it waits (a running one sees it
@@ -164,43 +187,43 @@ class Client:
         ended."""
         if (await self.status(instance_id)).status in ENDED:
             return False
-        await self.store.publish(instance_id, CANCEL_EVENT, serialization.dumps(reason))
+        await self._ask(self.store.publish(instance_id, CANCEL_EVENT, serialization.dumps(reason)))
         return True
 
     async def suspend(self, instance_id: str) -> bool:
         """Stop scheduling the instance: events published meanwhile are kept; a run in progress
         goes on to its next pause. False if it had ended or was suspended already."""
-        return await self.store.suspend(instance_id)
+        return await self._ask(self.store.suspend(instance_id))
 
     async def resume(self, instance_id: str) -> bool:
         """Schedule a suspended instance again; False if it was not suspended."""
-        return await self.store.resume(instance_id)
+        return await self._ask(self.store.resume(instance_id))
 
     async def retry(self, instance_id: str) -> bool:
         """Run a failed instance again from the last state it saved before it failed, on the
         code workers have now (moved onto it if its code changed, see ``check``). False if it
         had not failed; ``ValueError`` if it failed before it saved anything."""
         await self.status(instance_id)
-        return await self.store.retry(instance_id)
+        return await self._ask(self.store.retry(instance_id))
 
     async def check(self, programs: Iterable[DurableProgram]) -> list[InstanceCheck]:
         """Whether each unfinished instance of ``programs`` can run on the code this process
         has (before deploying it): per frame, unchanged, moves (old line -> new line), a
         migration hook decides, or stays, and why. Reads the store's metadata only: no state
         is loaded and no instance code runs."""
-        return await check(self.store, list(programs))
+        return await self._ask(check(self.store, list(programs)))
 
     async def custom_status(self, instance_id: str) -> Any:
         """What the instance last gave ``set_status`` (None if it never did)."""
         await self.status(instance_id)
-        state = await self.store.load(instance_id)
+        state = await self._ask(self.store.load(instance_id))
         return None if state is None else state.get("custom_status")
 
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
         """Instances, newest first; ``status`` keeps those with one status (``"waiting"``...)."""
         if status is not None:
             _check_status(status)
-        return await self.store.list(status, limit)
+        return await self._ask(self.store.list(status, limit))
 
 
 def _check_status(status: str) -> None:

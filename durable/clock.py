@@ -1,7 +1,12 @@
 """Clocks: what durable timers, retries and event timeouts read the time from.
 
-Timers are stored as absolute wall-clock times (seconds since the epoch), so
-they mean the same to every process that loads the state. Tests swap in a
+Timers are stored as absolute times (seconds since the epoch), so they mean
+the same to every process that loads the state, as long as those processes
+agree on the time. On one machine they share its wall clock (``Clock``). A
+store whose processes run on many machines (PostgreSQL) keeps the time
+itself: a worker then reads a ``SyncedClock``, the database's clock carried
+forward between readings by this process's monotonic clock, so its own wall
+clock (ahead, behind, or stepped by NTP) moves no timer. Tests swap in a
 ``VirtualClock`` (``durable.testing``), whose time moves only when told to,
 so a 24-hour timeout is tested in milliseconds.
 """
@@ -29,6 +34,31 @@ class Clock:
 
 
 SYSTEM_CLOCK = Clock()
+
+
+class SyncedClock(Clock):
+    """Another clock's time (a database server's), read now and then with ``sync`` and carried
+    forward between readings by this process's monotonic clock: what it says never jumps when
+    this machine's wall clock is stepped, and agrees with that other clock, whatever this
+    machine's wall clock says. Until the first reading it is this machine's wall clock."""
+
+    def __init__(self) -> None:
+        self._offset = time.time() - time.monotonic()
+
+    def time(self) -> float:
+        return time.monotonic() + self._offset
+
+    def sync(self, reading: float) -> float:
+        """Take ``reading``, the other clock's time, just received; return how far this
+        machine's wall clock is ahead of it (negative: behind).
+
+        The reading was taken before it arrived, so the time carried forward from it is late
+        by the trip back, never early: a timer read on this clock never fires early."""
+        self._offset = reading - time.monotonic()
+        return time.time() - reading
+
+    def __repr__(self) -> str:
+        return f"SyncedClock({as_datetime(self.time()).isoformat()})"
 
 
 class VirtualClock(Clock):

@@ -7,12 +7,19 @@ expired and another worker took the instance, or a client terminated it) the
 save is refused, so a stalled worker cannot overwrite newer state. A renewal
 task keeps the leases alive; saving a paused, finished or failed state ends
 a lease.
+
+Clocks: a worker measures durations on its monotonic clock: it renews its leases
+by it, and judges by it when a lease it could not renew has expired. Lease
+expiry and timers follow the store's clock: PostgreSQL's (read now and then,
+see ``SyncedClock``), or on SQLite the machine's, which all its processes
+share. A worker never claims an instance it is running, whatever the clocks say.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -22,7 +29,7 @@ from collections.abc import Iterable
 
 from .backends import DurableBackend
 from .client import instance_store
-from .clock import SYSTEM_CLOCK, Clock
+from .clock import SYSTEM_CLOCK, Clock, SyncedClock
 from .errors import IncompatibleStateError, LeaseLost, PauseForEventException, StoreError
 from .program import DurableProgram
 from .runtime.envelope import RUNNING
@@ -31,6 +38,9 @@ from .stores.base import InstanceStore, Lease, State
 
 logger = logging.getLogger("durable.worker")
 BLOCKED_RETRY_SECONDS = 300.0  # a worker tries an instance whose data it could not load again
+CLOCK_SYNC_SECONDS = 60.0  # between two readings of the store's clock (when it keeps the time)
+CLOCK_SKEW_WARNING = 5.0  # seconds between this machine's clock and the store's: worth a warning
+GIVE_BACK_RETRY = (0.05, 1.0)  # seconds before the first retry of a give-back, and the longest
 
 
 class _Stopped(Exception):
@@ -40,10 +50,14 @@ class _Stopped(Exception):
 class LeasedBackend(DurableBackend):
     """A backend whose saves are fenced by a lease (``save_leased``)."""
 
-    def __init__(self, store: InstanceStore, lease: Lease, clock: Clock | None = None) -> None:
+    def __init__(self, store: InstanceStore, lease: Lease, clock: Clock | None = None,
+                 renewed: float | None = None) -> None:
         super().__init__(store, clock=clock)
         self.store = store
         self.lease = lease
+        # When (time.monotonic()) the lease was last known to last lease_seconds more: taken
+        # before the claim or renewal that extended it, so the worker's judgement errs early.
+        self.renewed = time.monotonic() if renewed is None else renewed
         self.ended = False  # a paused, finished or failed state was saved: the lease is over
         self.lost = False  # renewal found the lease taken: every save would be refused
         self.stopping = False  # stop after the next save (the worker is stopping)
@@ -87,7 +101,8 @@ class Worker:
     def __init__(self, store: InstanceStore | str | None, programs: Iterable[DurableProgram], *,
                  concurrency: int = 100, lease_seconds: float = 30.0, poll_interval: float = 1.0,
                  name: str | None = None, clock: Clock | None = None) -> None:
-        """``clock``: what timers read; a ``VirtualClock`` makes them fire when a test moves it."""
+        """``clock``: what timers read; a ``VirtualClock`` makes them fire when a test moves it.
+        By default, the store's clock (see ``InstanceStore.keeps_time``)."""
         self.store, self._owns_store = instance_store(store)
         self.programs: dict[str, DurableProgram] = {}
         for program in programs:
@@ -104,7 +119,10 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval  # the longest wait between looks at the store
-        self.clock = clock or SYSTEM_CLOCK
+        self._given_clock = clock is not None  # a test's clock: claims follow it too
+        self._synced = SyncedClock() if clock is None and self.store.keeps_time else None
+        self._next_sync = 0.0  # when (loop time) to read the store's clock again
+        self.clock = clock or self._synced or SYSTEM_CLOCK
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[asyncio.Task[None], LeasedBackend] = {}
         self._releases: set[asyncio.Future[None]] = set()
@@ -184,9 +202,13 @@ class Worker:
             free = self.concurrency - len(self._running)
             if free > 0:
                 try:
+                    await self._sync_clock()
+                    asked = time.monotonic()
                     leases = await self.store.claim(
-                        self.name, self.programs, free, self.lease_seconds, now=self.clock.time(),
-                        refused_code=self._refused_code, refused_ids=self._still_refused())
+                        self.name, self.programs, free, self.lease_seconds,
+                        now=self.clock.time() if self._given_clock else None,
+                        refused_code=self._refused_code,
+                        refused_ids=self._still_refused() + self._running_ids())
                 except (StoreError, OSError) as error:
                     if not self._claimed_once:
                         raise  # the store cannot be reached at all: the caller should know
@@ -199,9 +221,9 @@ class Worker:
                     self._claimed_once = True
                 for lease in leases:
                     if self._stop:  # asked to stop while claiming: give it straight back
-                        await self._release(lease)
+                        await self._release(lease, asked)
                     else:
-                        self._start(lease)
+                        self._start(lease, asked)
             await self._wakeup.wait()
 
     def _still_refused(self) -> list[str]:
@@ -210,6 +232,26 @@ class Worker:
             if until <= now:
                 del self._refused_ids[instance_id]
         return list(self._refused_ids)
+
+    def _running_ids(self) -> list[str]:
+        """The instances this worker runs: never claimed again by it, even when their leases
+        look expired (this machine's clock was stepped forward past them)."""
+        return [backend.lease.instance_id for backend in self._running.values()]
+
+    async def _sync_clock(self) -> None:
+        """Read the store's clock now and then (when it keeps the time, see ``SyncedClock``),
+        and warn while this machine's is far from it: leases and timers follow the store's,
+        but this machine's other programs and logs do not."""
+        assert self._loop is not None
+        if self._synced is None or self._loop.time() < self._next_sync:
+            return
+        skew = self._synced.sync(await self.store.now())
+        self._next_sync = self._loop.time() + CLOCK_SYNC_SECONDS
+        if abs(skew) >= CLOCK_SKEW_WARNING:
+            logger.warning("worker %s: this machine's clock is %.1f s %s the clock of %s; "
+                           "leases and timers follow the store's clock (check NTP here)",
+                           self.name, abs(skew), "ahead of" if skew > 0 else "behind",
+                           self.store.where)
 
     async def _watch(self) -> None:
         """Wake the loop on every change in the store, and at least every ``poll_interval``
@@ -257,8 +299,8 @@ class Worker:
                 backend.abandoned = True
                 task.cancel()
 
-    def _start(self, lease: Lease) -> None:
-        backend = LeasedBackend(self.store, lease, self.clock)
+    def _start(self, lease: Lease, renewed: float) -> None:
+        backend = LeasedBackend(self.store, lease, self.clock, renewed)
         task = asyncio.create_task(self._run_instance(lease, backend),
                                    name=f"durable instance {lease.instance_id}")
         self._running[task] = backend
@@ -308,7 +350,7 @@ class Worker:
                 await self._fail(runtime, backend, error)
         finally:
             if not backend.ended and not backend.lost and not backend.blocked:
-                await self._release(lease)
+                await self._release(lease, backend.renewed)
 
     async def _block(self, lease: Lease, backend: LeasedBackend, error: IncompatibleStateError) -> None:
         """This worker cannot run the instance (code or data it cannot load): give it back,
@@ -340,19 +382,42 @@ class Worker:
         except Exception:
             logger.exception("instance %s: cannot save its failure", runtime.instance_id)
 
-    async def _release(self, lease: Lease) -> None:
-        """Give a lease back; a cancellation cannot interrupt it, and ``run`` waits for it."""
-        release = asyncio.ensure_future(self._give_back(lease))
+    async def _release(self, lease: Lease, renewed: float) -> None:
+        """Give a lease back (last extended at ``renewed``, monotonic time); a cancellation
+        cannot interrupt it, and ``run`` waits for it."""
+        release = asyncio.ensure_future(self._give_back(lease, renewed))
         self._releases.add(release)
         release.add_done_callback(self._releases.discard)
         await asyncio.shield(release)
 
-    async def _give_back(self, lease: Lease) -> None:
-        try:
-            await self.store.release(lease)
-        except Exception as error:
-            logger.warning("instance %s: cannot give its lease back (it expires in %s s): %s",
-                           lease.instance_id, self.lease_seconds, error)
+    async def _give_back(self, lease: Lease, renewed: float) -> None:
+        """Give the lease back, and while the store does not answer (down, disk full), try
+        again with backoff: the instance runs again as soon as the store is back, instead of
+        waiting for its lease to expire. Gives up once the lease has expired on this worker's
+        monotonic clock: anyone may claim the instance then."""
+        delay, longest = GIVE_BACK_RETRY
+        for attempt in itertools.count(1):
+            try:
+                await self.store.release(lease)
+            except (StoreError, OSError) as error:
+                expires_in = renewed + self.lease_seconds - time.monotonic()
+                if expires_in <= delay:
+                    logger.warning("instance %s: cannot give its lease back; it expires now: "
+                                   "%s", lease.instance_id, error)
+                    return
+                if attempt == 1:
+                    logger.warning("instance %s: cannot give its lease back, trying again until "
+                                   "it expires in %.0f s: %s", lease.instance_id, expires_in, error)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, longest)
+            except Exception:  # pragma: no cover - a bug: the lease expires in its time
+                logger.exception("instance %s: cannot give its lease back", lease.instance_id)
+                return
+            else:
+                if attempt > 1:
+                    logger.info("instance %s: lease given back (attempt %d)", lease.instance_id,
+                                attempt)
+                return
 
     # Leases.
     async def _renew(self) -> None:
@@ -363,11 +428,15 @@ class Worker:
                     if not backend.ended}
             if not held:
                 continue
+            asked = time.monotonic()
             try:
                 lost = await self.store.renew(list(held), self.lease_seconds)
             except Exception as error:
                 logger.warning("worker %s cannot renew its leases: %s", self.name, error)
-                continue
+                lost = self._expired(held.values())
+            else:
+                for _, backend in held.values():
+                    backend.renewed = asked
             for lease in lost:
                 task, backend = held[lease]
                 if backend.ended or task.done():
@@ -376,4 +445,11 @@ class Worker:
                             lease.token)
                 backend.lost = True
                 task.cancel()
+
+    def _expired(self, held: Iterable[tuple[asyncio.Task[None], LeasedBackend]]) -> list[Lease]:
+        """The leases that expired while they could not be renewed, judged by this worker's
+        monotonic clock: another worker may run their instances now, so these stop."""
+        now = time.monotonic()
+        return [backend.lease for _, backend in held
+                if backend.renewed + self.lease_seconds <= now]
 

@@ -39,3 +39,19 @@ async def store(store_url: str):
     opened = open_store(store_url)
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+async def opened():
+    """Opens stores by URL (``opened(url)``) and closes them at the end, passed or failed.
+    Ask for it after the fixture that makes the database, so it closes them first."""
+    from durable.stores import open_store
+
+    stores = []
+
+    def open_url(url: str):
+        stores.append(open_store(url))
+        return stores[-1]
+    yield open_url
+    for store in stores:
+        await store.close()

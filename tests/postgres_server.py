@@ -134,6 +134,31 @@ class LocalServer:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
         self.cleanup()
 
+    def halt(self) -> None:
+        """Stop the server and keep its data, as an outage would; ``resume`` starts it again."""
+        done = self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+        if done.returncode != 0:
+            pytest.fail(f"the test PostgreSQL server did not stop:\n{done.stdout}\n{done.stderr}",
+                        pytrace=False)
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port."""
+        done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                         "start")
+        if done.returncode != 0:
+            pytest.fail(f"the test PostgreSQL server did not start again:\n{done.stdout}\n"
+                        f"{done.stderr}", pytrace=False)
+
+    def processes(self) -> list[int]:
+        """The server's processes: the postmaster (its pid file's first line) and its children."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 

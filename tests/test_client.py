@@ -200,3 +200,18 @@ class _worker:
         self.worker.stop()
         await asyncio.wait_for(self.task, 60)
 
+
+
+async def test_a_call_fails_with_a_store_error_when_the_store_does_not_answer(store) -> None:
+    """A store that hangs (a database stopped mid-answer) fails a client call within the
+    client's timeout, instead of hanging the caller."""
+    client = Client(store, timeout=0.2)
+    await client.start(add, 1, 2, instance_id="t-1")
+
+    async def hangs(instance_id):
+        await asyncio.sleep(3600)
+    store.info = hangs
+    with pytest.raises(StoreError, match=r"did not answer within 0\.2 s"):
+        await asyncio.wait_for(client.status("t-1"), 60)  # a client that hangs fails the test
+    with pytest.raises(ValueError, match="timeout"):
+        Client(store, timeout=0)

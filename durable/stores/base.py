@@ -114,6 +114,17 @@ class InstanceStore(StateStore, EventLog):
         """How messages name this store (never with a password)."""
         return repr(self)
 
+    @property
+    def keeps_time(self) -> bool:
+        """True when the store's own clock decides lease expiry and timers (a database
+        server's, shared by workers on machines whose clocks may disagree): workers read the
+        time from ``now``. False: every process of the store reads one machine's wall clock."""
+        return False
+
+    async def now(self) -> float:
+        """The time on the store's clock, in seconds since the epoch."""
+        return time.time()
+
     @abstractmethod
     async def create(self, instance_id: str, state: State) -> bool:
         """Insert a new instance unless the id exists; True if this call created it."""
@@ -128,9 +139,9 @@ class InstanceStore(StateStore, EventLog):
                     refused_code: Collection[str] = (),
                     refused_ids: Collection[str] = ()) -> list[Lease]:
         """Lease up to ``limit`` runnable instances of ``programs`` to ``owner``; timers due
-        at ``now`` (the worker's clock; the system clock by default) count as runnable. Skips
-        instances that need code in ``refused_code`` and those in ``refused_ids``: the owner
-        found it cannot run them."""
+        at ``now`` (a test's clock; by default the store's clock, see ``keeps_time``) count as
+        runnable. Skips instances that need code in ``refused_code`` and those in
+        ``refused_ids``: the owner found it cannot run them, or runs them already."""
 
     @abstractmethod
     async def next_wake(self, programs: Collection[str]) -> float | None:

@@ -1,7 +1,7 @@
 """PostgresStateStore: instances and events in PostgreSQL, shared by workers on many machines.
 
-What is PostgreSQL's own here: the dialect (leases and timestamps on the
-database's clock, so workers whose clocks disagree still agree on them;
+What is PostgreSQL's own here: the dialect (leases, timers and timestamps on
+the database's clock, so workers whose clocks disagree still agree on them;
 claims that lock what they pick and skip rows others hold; a deadlock's
 victim runs again), connecting with psycopg (names with NUL characters,
 which PostgreSQL text cannot hold, are stored escaped), and waking other
@@ -65,7 +65,8 @@ POSTGRES = PostgresDialect(
     now="extract(epoch FROM statement_timestamp())::float8",
     begin="BEGIN", lock_rows=" FOR UPDATE SKIP LOCKED", lock_row=" FOR UPDATE",
     schema_lock=f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",
-    announce=f"pg_notify('{CHANNEL}', '')", errors=(psycopg.Error,), many_writers=True)
+    announce=f"pg_notify('{CHANNEL}', '')", errors=(psycopg.Error,), many_writers=True,
+    server_clock=True)
 
 
 class PostgresStateStore(SqlStore):

@@ -40,6 +40,10 @@ class Dialect:
     # one at a time (SQLite's file lock): then every write takes the lock first (``begin``),
     # goes through the store's writer, and a claim looks before it takes the lock.
     many_writers: bool
+    # Whether ``now`` is a server's clock, shared by processes on many machines whose own clocks
+    # may disagree: workers then read the time from it (``SqlStore.now``) for their timers. If
+    # not, it is the machine's clock, which every process of the store reads already.
+    server_clock: bool = False
 
     @property
     def notify(self) -> str | None:

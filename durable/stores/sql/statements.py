@@ -23,11 +23,13 @@ class Statements:
     def __init__(self, d: Dialect) -> None:
         sql = d.render
         # Runnable: running, or waiting for an event that has arrived or for a time that has
-        # come on the worker's clock (:timers; the runtime checks it again, so a timer never
-        # fires early); not suspended; no live lease. A lease is live until it expires.
+        # come on the database's clock (or on a test's clock, :timers; the runtime checks it
+        # again, so a timer never fires early); not suspended; no live lease. A lease is live
+        # until it expires on the database's clock.
         runnable = f"""
             i.status IN ('{RUNNING}', '{WAITING}') AND NOT i.suspended
-            AND (i.status = '{RUNNING}' OR i.wake_at <= :timers OR EXISTS (
+            AND (i.status = '{RUNNING}' OR i.wake_at <= COALESCE(CAST(:timers AS {d.real}), {d.now})
+                OR EXISTS (
                 SELECT 1 FROM durable_events e
                 WHERE e.instance_id = i.id
                   AND (e.name = i.waiting_for OR {d.member("e.name", "i.waits")})))
@@ -101,6 +103,7 @@ class Statements:
             RETURNING id, program, fence, updated_at, state, code""")
         self.claimed_events = sql("SELECT instance_id, id, name FROM durable_events"
                                   f" WHERE {d.member('instance_id', ':ids')} ORDER BY id")
+        self.now = sql(f"SELECT {d.now}")
         self.next_wake = sql(f"""
             SELECT min(wake_at) FROM durable_instances
             WHERE status = '{WAITING}' AND wake_at IS NOT NULL AND {d.member("program", ":programs")}""")

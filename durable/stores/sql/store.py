@@ -22,7 +22,6 @@ import json
 import pickle
 import re
 import threading
-import time
 import weakref
 from abc import abstractmethod
 from collections.abc import Callable, Collection
@@ -159,8 +158,7 @@ class SqlStore(InstanceStore):
             return []
         await self._watch()  # whatever changes after this look wakes the worker
         listed = self.dialect.list_value
-        params = {"programs": listed(list(programs)), "limit": limit,
-                  "timers": time.time() if now is None else now, "owner": owner,
+        params = {"programs": listed(list(programs)), "limit": limit, "timers": now, "owner": owner,
                   "seconds": float(lease_seconds), "refused_code": listed(list(refused_code)),
                   "refused_ids": listed(list(refused_ids))}
 
@@ -182,6 +180,14 @@ class SqlStore(InstanceStore):
         rows.sort(key=lambda row: (row[3], row[0]))
         return [Lease(instance_id, program, fence, owner, code, _handed_over(state, instance_id),
                       waiting[instance_id]) for instance_id, program, fence, _, state, code in rows]
+
+    @property
+    def keeps_time(self) -> bool:
+        return self.dialect.server_clock
+
+    async def now(self) -> float:
+        row = await self._query(lambda c: c.execute(self.sql.now).fetchone())
+        return float(row[0])
 
     async def next_wake(self, programs: Collection[str]) -> float | None:
         params = {"programs": self.dialect.list_value(list(programs))}
