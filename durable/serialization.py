@@ -271,7 +271,10 @@ class ModuleGlobals:
         for attribute, value in list(namespace.items()):
             kind = type(value)
             named = issubclass(kind, _NAMED_TYPES)  # not isinstance: a proxy's __class__ may raise
-            if kind in _VALUE_TYPES or (named and _named_by_itself(value)):
+            if kind in _VALUE_TYPES:
+                continue
+            if named and ((getattr(value, "__qualname__", None) == attribute  # defined here
+                           and getattr(value, "__module__", None) == name) or _named_by_itself(value)):
                 continue
             entry = by_id.get(id(value))
             # An object several modules import keeps the first one, unless this is its home.
