@@ -95,6 +95,20 @@ async def main():
     return await reduce(lambda a, b: a + b, [1, 2, 3]), await reduce(max, [], 9)
 """)
 
+case("sentinel_in_fan_out_branches", """
+import durable
+
+_MISSING = object()
+gather = durable.gather if DURABLE else asyncio.gather
+
+async def branch(marker):
+    PAUSE("b")
+    return marker is _MISSING
+
+async def main():
+    return await gather(branch(_MISSING), branch(None))
+""")
+
 case("library_sentinel", """
 import dataclasses
 
