@@ -55,6 +55,7 @@ class CompiledFunction:
     blocks: tuple[CodeBlock, ...]
     variables: tuple[str, ...]
     captured: frozenset[str]  # variables whose cell a closure may share
+    local_names: frozenset[str]  # the user's own local variables (not those of an enclosing function)
     descriptions: dict[str, str]  # compiler variables -> what they hold
     helper_cells: dict[str, types.CellType]
     awaited_names: frozenset[str]  # globals this function awaits calls of

@@ -86,7 +86,11 @@ class FunctionCall:
         return self.function.line_of(self.pc)
 
     def saved_variables(self) -> tuple[dict[str, Any], dict[str, types.CellType]]:
-        """The live variables at ``pc``: values, and the cells closures may share."""
+        """The live variables at ``pc``: values, and the cells closures may share.
+
+        A captured cell is saved even while unbound: a closure made before the suspension
+        holds it, and must see the value assigned after it.
+        """
         values: dict[str, Any] = {}
         shared: dict[str, types.CellType] = {}
         captured = self.function.captured
@@ -94,14 +98,13 @@ class FunctionCall:
             cell = self.cells.get(name)
             if cell is None:
                 continue
-            try:
-                value = cell.cell_contents
-            except ValueError:  # not bound
-                continue
             if name in captured:
                 shared[name] = cell
-            else:
-                values[name] = value
+                continue
+            try:
+                values[name] = cell.cell_contents
+            except ValueError:  # not bound
+                continue
         return values, shared
 
     def saved_state(self) -> tuple[Any, ...]:

@@ -60,7 +60,8 @@ class Saving:
                     every = [frame for fiber in (self.root, *self.fibers.values())
                              for frame in fiber.stack.frames]
                     fibers = serialization.dumps(
-                        (self._next_fiber, [f.saved() for f in (self.root, *self.fibers.values())]))
+                        (self._next_fiber, [f.saved() for f in (self.root, *self.fibers.values())]),
+                        state=True)
                 else:
                     every = self.root.stack.frames
                     frames = self.root.stack.snapshot()

@@ -30,7 +30,10 @@ from .outcomes import ENDED, outcome
 from .scheduler import PARKED, THROWN
 
 if TYPE_CHECKING:
+    from types import CodeType
+
     from ..program import DurableProgram
+    from .code import CompiledFunction
     from .frame import FunctionCall
 
 
@@ -65,6 +68,8 @@ class Trampoline:
                     action = frame.block(pc)(delivered)
             except BaseException as error:
                 _clean(error, delivered)
+                if error.__class__ is NameError:
+                    error = _unbound_local(error, frame.function, block.code)
                 if isinstance(error, PauseForEventException) and delivered.__class__ is not Thrown:
                     raise UnsupportedPauseError.for_error(error) from error
                 action = (RAISE, error)
@@ -228,6 +233,29 @@ class Trampoline:
 _INTERNAL = {Trampoline._drive.__code__, *INTERNAL_CODES}
 _PARKED = object()  # what _drive returns for a fiber that waits or has ended as a branch
 _THROWN = "thrown"  # Fiber.cancelled once the CancelledError was raised in it
+
+
+_FREE_UNBOUND = "cannot access free variable '{}' where it is not associated with a value in enclosing scope"
+_LOCAL_UNBOUND = "cannot access local variable '{}' where it is not associated with a value"
+
+
+def _unbound_local(error: NameError, function: CompiledFunction, code: CodeType) -> BaseException:
+    """What CPython raises for a local variable read or deleted while unbound.
+
+    A block holds the function's variables in closure cells, so the interpreter reports a
+    free variable (a ``NameError``); to the user's code they are locals (an
+    ``UnboundLocalError``). Only an error raised by the block itself, for one of the
+    function's own variables, is one of these: a closure's unbound free variable, or a
+    variable of an enclosing function, is a ``NameError`` in plain Python too.
+    """
+    tb = error.__traceback__
+    name = error.name
+    if (tb is None or tb.tb_next is not None or tb.tb_frame.f_code is not code
+            or name not in function.local_names or str(error) != _FREE_UNBOUND.format(name)):
+        return error
+    local = UnboundLocalError(_LOCAL_UNBOUND.format(name))
+    local.__context__, local.__suppress_context__ = error.__context__, error.__suppress_context__
+    return local.with_traceback(tb)
 
 
 def _clean(error: BaseException, delivered: Any) -> None:
