@@ -364,3 +364,14 @@ def _parse(text: str, log_format: str) -> list[dict]:
         assert record["level"] == "INFO", record
         records.append(record)
     return records
+
+
+def test_a_log_format_is_one_of_text_and_json() -> None:
+    from durable.logs import configure_logging
+
+    with pytest.raises(ValueError, match="log format must be one of text, json, got 'xml'"):
+        configure_logging(format="xml")
+    done = subprocess.run([sys.executable, "-m", "durable", "worker", "fault_programs",
+                           "--log-format", "xml"], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 2 and "--log-format" in done.stderr and "'xml'" in done.stderr
