@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Collection
+from concurrent.futures import Executor
 from typing import Any
 
 from . import serialization
@@ -44,10 +45,13 @@ class DurableBackend(OrchestrationBackend):
     the instance waits for it is kept until the instance consumes it.
     """
 
-    def __init__(self, state_store: StateStore | None = None, *, clock: Clock | None = None) -> None:
-        """``clock``: what timers read (a ``VirtualClock`` in tests); the system clock by default."""
+    def __init__(self, state_store: StateStore | None = None, *, clock: Clock | None = None,
+                 executor: Executor | None = None) -> None:
+        """``clock``: what timers read (a ``VirtualClock`` in tests); the system clock by default.
+        ``executor``: the threads sync step functions run in (by default durable's own, 100)."""
         self.state_store = state_store if state_store is not None else InMemoryStateStore()
         self.clock = clock or SYSTEM_CLOCK
+        self.executor = executor
         self._log = self.state_store if isinstance(self.state_store, EventLog) else MemoryEventLog()
         self._published: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
 

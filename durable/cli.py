@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import importlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -38,6 +37,7 @@ from .errors import (
     StoreURLError,
     UnknownInstanceError,
 )
+from .logs import FORMATS, configure_logging
 from .program import DurableProgram
 from .stores.base import STATUSES, InstanceInfo
 from .stores.urls import DEFAULT_URL
@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="longest wait between looks at the store (default 1)")
     worker.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    worker.add_argument("--log-format", default="text", choices=FORMATS,
+                        help="text lines, or one JSON object a line with the fields of each "
+                        "record: time, level, logger, message, instance_id, program, step, "
+                        "attempt, error, next_retry... (default text)")
     worker.set_defaults(command=_worker, create=True)
 
     start = commands.add_parser("start", parents=[store], help="start an instance",
@@ -188,8 +192,7 @@ async def _with_client(args: argparse.Namespace, act: Callable[[Client], Awaitab
 
 # Commands.
 async def _worker(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format, sys.stderr)
     programs = _programs_of(args.modules)
     worker = Worker(args.store, programs, concurrency=args.concurrency,
                     lease_seconds=args.lease_seconds, poll_interval=args.poll_interval)

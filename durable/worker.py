@@ -26,6 +26,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from .backends import DurableBackend
 from .client import instance_store
@@ -48,11 +49,12 @@ class _Stopped(Exception):
 
 
 class LeasedBackend(DurableBackend):
-    """A backend whose saves are fenced by a lease (``save_leased``)."""
+    """A backend whose saves are fenced by a lease (``save_leased``); sync steps run in
+    ``executor`` (the worker's threads)."""
 
     def __init__(self, store: InstanceStore, lease: Lease, clock: Clock | None = None,
-                 renewed: float | None = None) -> None:
-        super().__init__(store, clock=clock)
+                 renewed: float | None = None, executor: Executor | None = None) -> None:
+        super().__init__(store, clock=clock, executor=executor)
         self.store = store
         self.lease = lease
         # When (time.monotonic()) the lease was last known to last lease_seconds more: taken
@@ -125,6 +127,7 @@ class Worker:
         self.clock = clock or self._synced or SYSTEM_CLOCK
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[asyncio.Task[None], LeasedBackend] = {}
+        self._steps: ThreadPoolExecutor | None = None  # where sync steps run, while run() runs
         self._releases: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -167,6 +170,10 @@ class Worker:
         loop = self._loop
         unsubscribe = self.clock.subscribe(lambda: loop.call_soon_threadsafe(self._wake))
         renewer = asyncio.create_task(self._renew(), name=f"{self.name} renew")
+        # Sync step functions run here, off the loop: one may block for as long as it likes
+        # without holding up the other instances or the renewal of their leases.
+        self._steps = steps = ThreadPoolExecutor(self.concurrency,
+                                                 thread_name_prefix="durable step")
         logger.info("worker %s started on %r: %s", self.name, self.store,
                     ", ".join(sorted(self.programs)))
         try:
@@ -188,6 +195,8 @@ class Worker:
             watcher.cancel()
             renewer.cancel()
             await asyncio.gather(watcher, renewer, return_exceptions=True)
+            # A step still running in a thread (stop(now=True)) ends on its own; nothing waits.
+            steps.shutdown(wait=False, cancel_futures=True)
             if self._owns_store:
                 await self.store.close()
             self._loop = None
@@ -300,7 +309,7 @@ class Worker:
                 task.cancel()
 
     def _start(self, lease: Lease, renewed: float) -> None:
-        backend = LeasedBackend(self.store, lease, self.clock, renewed)
+        backend = LeasedBackend(self.store, lease, self.clock, renewed, self._steps)
         task = asyncio.create_task(self._run_instance(lease, backend),
                                    name=f"durable instance {lease.instance_id}")
         self._running[task] = backend
@@ -318,11 +327,14 @@ class Worker:
     async def _run_instance(self, lease: Lease, backend: LeasedBackend) -> None:
         instance_id = lease.instance_id
         runtime = DurableRuntime(self.programs[lease.program], backend, instance_id)  # claimed by key
+        fields = {"instance_id": instance_id, "program": lease.program, "worker": self.name}
+        logger.info("instance %s of %s %s", instance_id, lease.program, _begins(lease),
+                    extra=fields)
         try:
             await runtime.run()
-            logger.debug("instance %s finished", instance_id)
+            logger.info("instance %s of %s finished", instance_id, lease.program, extra=fields)
         except PauseForEventException as pause:
-            logger.debug("instance %s waits: %s", instance_id, pause)
+            logger.debug("instance %s waits: %s", instance_id, pause, extra=fields)
             if pause.until is not None:
                 self._wake_at(pause.until.timestamp())
         except LeaseLost:
@@ -339,7 +351,9 @@ class Worker:
             logger.warning("instance %s: the store failed, giving it back: %s", instance_id, error)
         except BaseException as error:
             if backend.ended:  # the program's own error, saved as its outcome
-                logger.info("instance %s failed: %s: %s", instance_id, type(error).__name__, error)
+                text = f"{type(error).__name__}: {error}"
+                logger.info("instance %s of %s failed: %s", instance_id, lease.program, text,
+                            extra={**fields, "error": text})
             elif not isinstance(error, Exception):
                 raise
             elif backend.abandoned:
@@ -373,8 +387,11 @@ class Worker:
     async def _fail(self, runtime: DurableRuntime, backend: LeasedBackend, error: Exception) -> None:
         """The runtime raised without saving (state it cannot save): save the error, so the
         instance ends instead of failing again forever; its last save is kept for a retry."""
-        logger.warning("instance %s cannot run: %s: %s; it is marked failed", runtime.instance_id,
-                       type(error).__name__, error)
+        text = f"{type(error).__name__}: {error}"
+        logger.warning("instance %s of %s failed: it cannot run: %s; it is marked failed",
+                       runtime.instance_id, runtime.program.key, text,
+                       extra={"instance_id": runtime.instance_id, "program": runtime.program.key,
+                              "worker": self.name, "error": text})
         try:
             await runtime.fail(error)
         except LeaseLost:
@@ -453,3 +470,11 @@ class Worker:
         return [backend.lease for _, backend in held
                 if backend.renewed + self.lease_seconds <= now]
 
+
+def _begins(lease: Lease) -> str:
+    """How the log tells a first run from a later one: a state saved once (by its creation)
+    never ran."""
+    state = lease.state
+    if state is None:
+        return "claimed"
+    return "started" if state.get("saves", 0) <= 1 and state["status"] == RUNNING else "resumed"

@@ -309,3 +309,50 @@ async def test_primitives_can_be_branches() -> None:
                       PauseForEventException)
     clock.advance(5)
     assert await run_seed_style(primitives_as_branches, store, clock) == [{"payload": 1}, None, 4]
+
+
+class SlowRunningSaves(DurableBackend):
+    """Saves of a running state take a while, the others none: a save asked for after another
+    overtakes it unless the runtime orders them. Records what it wrote, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(InMemoryStateStore())
+        self.written: list[tuple[int, str]] = []
+
+    async def save_state(self, instance_id: str, state: dict[str, Any]) -> None:
+        if state["status"] == "running":
+            await asyncio.sleep(0.005)
+        self.written.append((state["saves"], state["status"]))
+        await super().save_state(instance_id, state)
+
+
+async def staggered(x: int) -> int:
+    for _ in range(x % 4):
+        await asyncio.sleep(0)  # branches end in different turns of the loop
+    return x
+
+
+async def map_then_more(n: int) -> int:
+    results = await map(staggered, range(n), concurrency=5)
+    return sum(results) + await quick_number(1)
+
+
+async def quick_number(x: int) -> int:
+    return x
+
+
+@pytest.mark.parametrize("n", [7, 12, 30])
+async def test_saves_after_a_fan_out_never_overtake_the_saves_of_its_branches(n) -> None:
+    """When the last branches of a map end, their saves may still wait to be written while
+    the main fiber goes on (back to one fiber), saves and finishes. Every save taken is
+    written, in the order taken: the last is the finished state, never a branch's older one,
+    which would bring a finished instance back to running (under a worker's lease it was
+    refused instead: the worker logged a lease it had lost to itself)."""
+    backend = SlowRunningSaves()
+    program = make_durable(map_then_more)
+    assert await program(n, orchestration_backend=backend, instance_id="m") == sum(range(n)) + 1
+    await asyncio.sleep(0.1)  # a save left behind would land now
+    numbers = [number for number, _ in backend.written]
+    assert numbers == list(range(1, len(numbers) + 1)), backend.written  # all, in order
+    assert backend.written[-1][1] == "completed"
+    assert (await backend.load_state("m"))["status"] == "completed"

@@ -11,7 +11,7 @@ after that, until it returns ``Deliver`` or ``Throw``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -23,12 +23,18 @@ class Run(Protocol):
     """What a primitive may ask of the runtime driving it."""
 
     clock: Clock
+    instance_id: str
+    program: str  # the program's key (module:qualname), as logs name it
 
     async def take_event(self, name: str, payload: bool) -> tuple[bool, Any]:
         """Consume a published ``name`` event (recorded by the next save): (found, payload)."""
 
     async def checkpoint(self) -> None:
         """Save the instance now, with this primitive's progress as it is."""
+
+    async def call_sync(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+        """``fn(*args, **kwargs)`` in a thread, off the event loop (a plain function may block)."""
 
     def start_branch(self, call: Awaitable[Any], where: str) -> int:
         """Run ``call`` (a durable call or a primitive) as a new branch; its id."""

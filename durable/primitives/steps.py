@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import random
 import sys
 from collections.abc import Callable
@@ -20,9 +21,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ..clock import timer_time
+from ..clock import as_datetime, timer_time
 from ..errors import StepInterrupted
 from .base import Deliver, Outcome, Primitive, Run, Suspend, Throw, seconds_of
+
+logger = logging.getLogger("durable.step")
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,8 @@ class StepRun(Primitive):
         if self.running:  # saved as started, never ended: the process died during it
             self.running = False
             interrupted = StepInterrupted(self.name, self.attempt)
-            if self.at_most_once:
-                return Throw(interrupted)
-            if not self._attempts_left():
+            if self.at_most_once or not self._attempts_left():
+                self._log_failure(run, interrupted, None)
                 return Throw(interrupted)
             return self._retry_later(interrupted, run)
         self.attempt += 1
@@ -121,15 +123,14 @@ class StepRun(Primitive):
             self.running = True
             await run.checkpoint()
         try:
-            result = _target(self.fn)(*self.args, **self.kwargs)
-            if inspect.isawaitable(result):
-                result = await result  # saves need not wait: the frame stands still
+            result = await _call(_target(self.fn), self.args, self.kwargs, run)
         except Exception as error:
             self.running = False
             if self.policy is None or not self.policy.retries(error) or not self._attempts_left():
                 if self.attempt > 1:
                     error.add_note(f"step {self.name!r} failed at attempt {self.attempt} of "
                                    f"{self.policy.max_attempts if self.policy else 1}")
+                self._log_failure(run, error, None)
                 return Throw(error)
             return self._retry_later(error, run)
         self.running = False
@@ -142,7 +143,23 @@ class StepRun(Primitive):
         assert self.policy is not None
         self.error = f"{type(error).__name__}: {error}"
         self.wake_at = timer_time(run.clock.time() + self.policy.delay(self.attempt))
+        self._log_failure(run, error, self.wake_at)
         return Suspend(None, self.wake_at)
+
+    def _log_failure(self, run: Run, error: BaseException, retry_at: float | None) -> None:
+        """One INFO line per failed attempt, with when the next one runs (if one does): what
+        an operator looks for first when an instance seems stuck."""
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        attempts = self.policy.max_attempts if self.policy else 1
+        text = f"{type(error).__name__}: {error}"
+        retry = None if retry_at is None else as_datetime(retry_at).isoformat()
+        logger.info("instance %s: step %r attempt %d of %d failed: %s; %s", run.instance_id,
+                    self.name, self.attempt, attempts, text,
+                    "no attempt left" if retry is None else f"next attempt at {retry}",
+                    extra={"instance_id": run.instance_id, "program": run.program,
+                           "step": self.name, "attempt": self.attempt, "error": text,
+                           "next_retry": retry})
 
     def describe(self) -> str:
         return f"step {self.name!r}"
@@ -195,6 +212,19 @@ def _attribute(module: Any, qualname: str) -> Any:
     for part in qualname.split("."):
         found = getattr(found, part, None)
     return found
+
+
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                run: Run) -> Any:
+    """One attempt: an async function runs on the loop, a plain one in a thread (it may block:
+    the loop goes on running other instances and renewing their leases). Saves need not wait
+    for either: the frame stands still."""
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
+        return await fn(*args, **kwargs)
+    result = await run.call_sync(fn, args, kwargs)
+    if inspect.isawaitable(result):  # a plain function that returned a coroutine
+        result = await result
+    return result
 
 
 def _target(fn: Callable[..., Any]) -> Callable[..., Any]:

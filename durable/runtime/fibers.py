@@ -12,7 +12,7 @@ half-way (an inline await of a library coroutine, a step's function).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock
@@ -66,11 +66,23 @@ class Fiber:
     def clock(self) -> Clock:
         return self.runtime.clock
 
+    @property
+    def instance_id(self) -> str:
+        return self.runtime.instance_id
+
+    @property
+    def program(self) -> str:
+        return self.runtime.program.key
+
     async def take_event(self, name: str, payload: bool) -> tuple[bool, Any]:
         return await self.runtime.take_event(name, payload)
 
     async def checkpoint(self) -> None:
         await self.runtime.checkpoint()
+
+    async def call_sync(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+        return await self.runtime.call_sync(fn, args, kwargs)
 
     def start_branch(self, call: Awaitable[Any], where: str) -> int:
         return self.runtime.start_branch(self, call, where)
@@ -99,7 +111,14 @@ class Fiber:
 
 
 class Checkpoints:
-    """Saves while branches run: at a quiet moment, one at a time, in the order taken."""
+    """Saves while branches run: at a quiet moment, one at a time, in the order taken.
+
+    The instance's last save (it pauses, finishes or fails) goes through here too, after every
+    save taken before it; once it is made, nothing more is saved (``closed``): a save still
+    waiting for a quiet moment is dropped, and a fiber that asks for one is cancelled, as its
+    task is about to be. Every save's error reaches the fibers that joined it; one nobody
+    waits for any more (they were cancelled) is dropped, never logged as unretrieved.
+    """
 
     def __init__(self) -> None:
         self.flights = 0  # operations in progress that cannot be saved half-way
@@ -107,6 +126,8 @@ class Checkpoints:
         self._quiet.set()
         self._pending: asyncio.Future[None] | None = None
         self._writes = asyncio.Lock()
+        self._unfinished: set[asyncio.Future[None]] = set()  # saves not yet written
+        self.closed = False
 
     async def flight(self, awaitable: Awaitable[Any]) -> Any:
         self.flights += 1
@@ -120,19 +141,57 @@ class Checkpoints:
 
     async def settle(self) -> None:
         """Called by a fiber at a point where it can be saved: let a waiting save go first."""
+        if self.closed:
+            raise asyncio.CancelledError()  # the instance made its last save: stop here
         if self._pending is not None:
             await asyncio.shield(self._pending)
 
-    async def save(self, snapshot: Any, store: Any) -> None:
+    async def save(self, snapshot: Callable[[], Any],
+                   store: Callable[[Any], Awaitable[None]]) -> None:
         """Join the next save (``snapshot()`` makes the state, ``store(state)`` writes it)."""
+        if self.closed:
+            raise asyncio.CancelledError()
         if self._pending is None:
-            self._pending = asyncio.ensure_future(self._save_when_quiet(snapshot, store))
+            self._pending = self._track(self._save_when_quiet(snapshot, store))
         await asyncio.shield(self._pending)
 
-    async def _save_when_quiet(self, snapshot: Any, store: Any) -> None:
+    async def last(self, state: Any, store: Callable[[Any], Awaitable[None]]) -> None:
+        """Write the instance's last state, after the saves taken before it; none after it."""
+        self.closed = True
+        async with self._writes:
+            await store(state)
+
+    async def drain(self) -> None:
+        """Wait until every save asked for is written (raising the first one's error): the
+        saves that follow are made without this object, and must not overtake them."""
+        for save in list(self._unfinished):
+            await asyncio.shield(save)
+
+    async def close(self) -> None:
+        """The instance stops running here: save nothing more, and wait for the saves being
+        written (their errors were the business of fibers that are gone)."""
+        self.closed = True
+        if self._unfinished:
+            await asyncio.gather(*self._unfinished, return_exceptions=True)
+
+    def _track(self, save: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        future = asyncio.ensure_future(save)
+        self._unfinished.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, save: asyncio.Future[None]) -> None:
+        self._unfinished.discard(save)
+        if not save.cancelled():
+            save.exception()  # retrieved: the fibers that joined it raise it themselves
+
+    async def _save_when_quiet(self, snapshot: Callable[[], Any],
+                               store: Callable[[Any], Awaitable[None]]) -> None:
         while self.flights:
             await self._quiet.wait()
         self._pending = None  # what is asked from now on belongs to the next save
+        if self.closed:  # the last save was made meanwhile: this one would undo it
+            raise asyncio.CancelledError()  # the fibers that joined it stop, as at ``save``
         state = snapshot()  # every fiber stands where it can be saved
         async with self._writes:
             await store(state)

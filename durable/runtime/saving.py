@@ -30,7 +30,10 @@ class Saving:
         state = self._state(envelope.FAILED, result=saveable_error(error), error_traceback=text)
         if self.last_saved is not None:
             state["retry"] = self.last_saved  # what Client.retry starts from
-        await self._store(state)
+        if self._checkpoints is None:
+            await self._store(state)
+        else:
+            await self._checkpoints.last(state, self._store)
         self._tell_parent()
 
     async def _save(self, status: str, *, waiting_for: str | None = None,
@@ -41,8 +44,13 @@ class Saving:
         retry starts from the last save made before it (which runs the failed call again)."""
         if raising:
             self._raising = True
-        if self._checkpoints is not None and status == envelope.RUNNING:
-            await self._checkpoints.save(lambda: self._state(status), self._store)
+        if self._checkpoints is not None:
+            if status == envelope.RUNNING:
+                await self._checkpoints.save(lambda: self._state(status), self._store)
+            else:  # the last save: it must come after the saves branches asked for
+                await self._checkpoints.last(self._state(
+                    status, waiting_for=waiting_for, waiting_events=waiting_events,
+                    wake_at=wake_at, result=result, error_traceback=error_traceback), self._store)
             return
         await self._store(self._state(status, waiting_for=waiting_for,
                                       waiting_events=waiting_events, wake_at=wake_at,

@@ -52,6 +52,8 @@ class Scheduler:
                     woken = []
                     for task in done:
                         fiber = tasks.pop(task)
+                        if task.cancelled() and fiber is not self.root:
+                            continue  # stopped by the instance's last save (Checkpoints.closed)
                         result = task.result()
                         if fiber is self.root and result is not PARKED:
                             return result
@@ -68,8 +70,23 @@ class Scheduler:
                 if not queue and not tasks:
                     return await self._pause()
         finally:
-            for task in tasks:
-                task.cancel()
+            if tasks or self._checkpoints is not None:
+                await self._stop_fibers(tasks)
+
+    async def _stop_fibers(self, tasks: dict[asyncio.Task[Any], Fiber]) -> None:
+        """The run ends (the instance returned, paused or failed, or its worker dropped it):
+        cancel the fibers still running and wait for them and for the saves being written, so
+        that nothing of this run goes on after it (their store may be closed next); their
+        errors are dropped, the run's outcome is decided."""
+        checkpoints = self._checkpoints
+        if checkpoints is not None:
+            checkpoints.closed = True  # a fiber that survives its cancellation saves nothing
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if checkpoints is not None:
+            await checkpoints.close()
 
     def _woken_by(self, fiber: Fiber) -> list[Fiber]:
         """The fibers that can run now that ``fiber`` has parked or ended."""

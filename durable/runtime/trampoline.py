@@ -10,6 +10,11 @@ exception table), or pause. Also what primitives may ask of the instance.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .. import serialization
@@ -163,8 +168,11 @@ class Trampoline:
             return True
         frame.awaiting = None
         frame.delivery = outcome.value if kind is Deliver else Thrown(outcome.error)
-        if not self.fibers:
-            self._checkpoints = None  # back to one fiber
+        if self._checkpoints is not None and not self.fibers:
+            # Back to one fiber, whose saves are made directly: after those its ended branches
+            # asked for (still being written), never before.
+            checkpoints, self._checkpoints = self._checkpoints, None
+            await checkpoints.drain()
         if primitive.checkpoint_result:
             await self._save(envelope.RUNNING)
         return False
@@ -199,6 +207,15 @@ class Trampoline:
     async def checkpoint(self) -> None:
         await self._save(envelope.RUNNING)
 
+    async def call_sync(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+        """Run a plain function (a sync step) in a thread, so that it blocks neither the other
+        instances and branches on this loop nor the renewal of their leases: in the backend's
+        ``executor`` (a worker's pool, as large as its concurrency), else in durable's own."""
+        executor = getattr(self.backend, "executor", None) or default_executor()
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
     def set_custom_status(self, value: Any) -> None:
         self.custom_status = value
 
@@ -228,6 +245,23 @@ class Trampoline:
             return Deliver(outcome(state, instance_id))
         except BaseException as error:
             return Throw(error)
+
+
+DEFAULT_THREADS = 100  # sync steps running at once outside a worker (a worker's: its concurrency)
+_default_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def default_executor() -> ThreadPoolExecutor:
+    """The threads sync steps run in when the backend brings none (``DurableBackend`` in
+    process). Not asyncio's default executor: stores use that for their own I/O, which steps
+    that block for long must not hold up."""
+    global _default_executor
+    with _executor_lock:
+        if _default_executor is None:
+            _default_executor = ThreadPoolExecutor(DEFAULT_THREADS,
+                                                   thread_name_prefix="durable step")
+        return _default_executor
 
 
 _INTERNAL = {Trampoline._drive.__code__, *INTERNAL_CODES}
