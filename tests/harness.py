@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 import itertools
 import pickle
 import re
+import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -191,3 +194,19 @@ async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
     finally:
         worker.stop()
         await asyncio.wait_for(task, 60)
+
+
+async def eventually(condition: Callable[[], Any], timeout: float, what: str = "the condition",
+                     *workers: subprocess.Popen) -> None:
+    """Wait until ``condition()`` (plain or async) holds; fail after ``timeout`` s, or as soon
+    as one of ``workers`` (processes the condition depends on) has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert all(worker.poll() is None for worker in workers), f"{what}: a worker exited"
+        done = condition()
+        if inspect.isawaitable(done):
+            done = await done
+        if done:
+            return
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        await asyncio.sleep(0.02)

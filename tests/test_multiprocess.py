@@ -12,7 +12,6 @@ never saved): that one ran again, on a surviving worker.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import random
@@ -21,9 +20,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
+
+from harness import eventually
 
 from durable import Client, open_store
 
@@ -109,14 +109,14 @@ async def test_workers_share_a_store_and_survive_a_sigkill(store_url, tmp_path, 
     try:
         victim = workers[0]
         # Mid-run: a third of the calls made, some of them by the victim.
-        await _eventually(lambda: _lines(log) >= INSTANCES and _ran_calls(log, victim.pid), 120)
+        await eventually(lambda: _lines(log) >= INSTANCES and _ran_calls(log, victim.pid), 120)
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(timeout=30) == -signal.SIGKILL
         assert publisher.wait(timeout=300) == 0, publisher.stderr.read()
 
         async def all_finished() -> bool:
             return len(await store.list(status="finished", limit=INSTANCES + 1)) == INSTANCES
-        await _eventually(all_finished, 300)
+        await eventually(all_finished, 300)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -179,16 +179,3 @@ def _lines(path: Path) -> int:
         return path.read_text().count("\n")
     except FileNotFoundError:
         return 0
-
-
-async def _eventually(condition, timeout: float) -> None:
-    """Wait until ``condition()`` (a plain or async callable) holds; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done = condition()
-        if inspect.isawaitable(done):
-            done = await done
-        if done:
-            return
-        assert time.monotonic() < deadline, f"not done after {timeout} s"
-        await asyncio.sleep(0.01)

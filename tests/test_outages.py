@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from harness import eventually
 from postgres_server import LocalServer, find_bindir, with_database
 
 from durable import Client
@@ -126,19 +127,6 @@ def worker_process(store_url: str, cwd: Path):
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
-
-
-async def eventually(condition, seconds: float, what: str) -> None:
-    """Wait until ``condition()`` (plain or async) holds; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        done = condition()
-        if asyncio.iscoroutine(done):
-            done = await done
-        if done:
-            return
-        assert time.monotonic() < deadline, f"{what}: not after {seconds} s"
-        await asyncio.sleep(0.05)
 
 
 def log_lines(log: Path) -> int:

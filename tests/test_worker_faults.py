@@ -9,7 +9,6 @@ the tests count runs and compare intervals; nothing asserts how long anything to
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import re
@@ -18,11 +17,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from harness import eventually
 
 from durable import Client, DurableBackend, InMemoryStateStore, make_durable, step
 from durable.stores.base import ENDED, FAILED, FINISHED
@@ -153,21 +152,6 @@ def step_runs(runs: Path, name: str) -> list[dict]:
     return [json.loads(path.read_text() or "{}") for path in runs.glob(f"{name}.*.run")]
 
 
-async def eventually(condition, timeout: float, *workers: subprocess.Popen) -> None:
-    """Wait until ``condition()`` (plain or async) holds; fail after ``timeout`` s, or as soon
-    as one of ``workers`` has exited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert all(worker.poll() is None for worker in workers), "a worker exited"
-        done = condition()
-        if inspect.isawaitable(done):
-            done = await done
-        if done:
-            return
-        assert time.monotonic() < deadline, f"not done after {timeout} s"
-        await asyncio.sleep(0.05)
-
-
 async def ended(client: Client, ids: list[str]) -> bool:
     return all([(await client.status(i)).status in ENDED for i in ids])
 
@@ -187,7 +171,7 @@ async def test_a_sync_step_longer_than_the_lease_runs_once_with_two_workers(
     try:
         # Done, or run a second time (the fault): either way there is no point waiting more.
         await eventually(lambda: len(step_runs(runs, "long")) > 1 or _finished(client, "long"),
-                         120, *workers)
+                         120, "the long step ends or runs again", *workers)
         codes = [stop(worker) for worker in workers]
         text = "".join(log.read_text() for log in logs)
         assert len(step_runs(runs, "long")) == 1, text
@@ -214,7 +198,7 @@ async def test_sync_steps_of_several_instances_run_at_once_on_one_worker(
         await client.start(programs.sleeper_program, instance_id, 1, instance_id=instance_id)
     worker = start_worker(programs, store_url, runs, tmp_path / "worker.log")
     try:
-        await eventually(lambda: ended(client, ids), 120, worker)
+        await eventually(lambda: ended(client, ids), 120, "the instances end", worker)
         assert [await client.result(i, wait=False) for i in ids] == ids
     finally:
         code = stop(worker)
@@ -273,7 +257,7 @@ async def test_a_large_map_on_one_worker_ends_without_lost_leases_or_unretrieved
     log = tmp_path / "worker.log"
     worker = start_worker(programs, store_url, runs, log)
     try:
-        await eventually(lambda: ended(client, ids), 300, worker)
+        await eventually(lambda: ended(client, ids), 300, "the instances end", worker)
         results = [await client.result(i, wait=False) for i in ids]
     finally:
         code = stop(worker)
@@ -299,7 +283,7 @@ async def test_a_worker_logs_instances_and_failed_step_attempts(
     options = ["--log-format", "json"] if log_format == "json" else []  # text: the default
     worker = start_worker(programs, store_url, runs, log, *options)
     try:
-        await eventually(lambda: ended(client, ["r-1", "d-1"]), 120, worker)
+        await eventually(lambda: ended(client, ["r-1", "d-1"]), 120, "the instances end", worker)
         assert (await client.status("d-1")).status == FAILED
         assert await client.result("r-1", wait=False) == "up"
     finally:
