@@ -17,13 +17,30 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-from .base import EventLog, State, StateStore, consumed
+from ..ids import check_instance_id
+from .base import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_STATE_BYTES,
+    EventLog,
+    Limits,
+    State,
+    StateStore,
+    consumed,
+    event_status,
+    receivable,
+)
 
 
-class DiskStateStore(StateStore, EventLog):
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+class DiskStateStore(Limits, StateStore, EventLog):
+    def __init__(self, path: str | os.PathLike[str], *,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        self._set_limits(max_state_bytes, max_payload_bytes)
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"DiskStateStore({str(self.path)!r})"
 
     async def load(self, instance_id: str) -> State | None:
         return await asyncio.to_thread(self._load, instance_id)
@@ -32,13 +49,16 @@ class DiskStateStore(StateStore, EventLog):
         await asyncio.to_thread(self._save, instance_id, state)
 
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
+        check_instance_id(instance_id)
+        receivable(instance_id, event_status(self._read_state(instance_id)), event, repr(self))
+        data = pickle.dumps((event, self._sized_payload(instance_id, payload)))
         directory = self._events_dir(instance_id)
         directory.mkdir(exist_ok=True)
         # Ordered by a number above every pending event's, so a clock that stands still or
         # steps back cannot reorder them; the random part keeps concurrent publishers apart.
         newest = max((int(name.split("-")[0]) for name in _event_files(directory)), default=0)
         event_id = f"{max(time.time_ns(), newest + 1):020d}-{uuid.uuid4().hex}"
-        _atomic_write(directory / event_id, pickle.dumps((event, payload)))
+        _atomic_write(directory / event_id, data)
         return event_id
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
@@ -62,7 +82,9 @@ class DiskStateStore(StateStore, EventLog):
         return pickle.loads(data)
 
     def _save(self, instance_id: str, state: State) -> None:
-        _atomic_write(self._state_file(instance_id), pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        check_instance_id(instance_id)
+        blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        _atomic_write(self._state_file(instance_id), blob)
         self._discard(instance_id, consumed(state))
 
     def _events(self, instance_id: str) -> list[tuple[str, str]]:
