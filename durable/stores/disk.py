@@ -3,13 +3,16 @@
 A save writes a temporary file, fsyncs it, renames it over the old one and
 fsyncs the directory: a crash at any moment leaves either the old state or
 the new one, never a mix. Each published event is its own file (written the
-same way), so a publish from another process never races a save.
+same way), so a publish from another process never races a save. A publish
+reads only the status at the head of the state file: events go only to an
+instance that exists and has not ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import pickle
 import time
@@ -50,7 +53,7 @@ class DiskStateStore(Limits, StateStore, EventLog):
 
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         check_instance_id(instance_id)
-        receivable(instance_id, event_status(self._read_state(instance_id)), event, repr(self))
+        receivable(instance_id, self._read_status(instance_id), event, repr(self))
         data = pickle.dumps((event, self._sized_payload(instance_id, payload)))
         directory = self._events_dir(instance_id)
         directory.mkdir(exist_ok=True)
@@ -79,12 +82,25 @@ class DiskStateStore(Limits, StateStore, EventLog):
             data = self._state_file(instance_id).read_bytes()
         except FileNotFoundError:
             return None
-        return pickle.loads(data)
+        unpickler = pickle.Unpickler(io.BytesIO(data))
+        first = unpickler.load()
+        return unpickler.load() if _is_header(first) else first  # else written before headers
+
+    def _read_status(self, instance_id: str) -> str | None:
+        """The instance's status as a client sees it (None: no instance), from the header of
+        its file: the state itself is not unpickled (it may need modules this process lacks)."""
+        try:
+            with open(self._state_file(instance_id), "rb") as file:
+                first = pickle.Unpickler(file).load()
+        except FileNotFoundError:
+            return None
+        return first[1] if _is_header(first) else event_status(first)
 
     def _save(self, instance_id: str, state: State) -> None:
         check_instance_id(instance_id)
         blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
-        _atomic_write(self._state_file(instance_id), blob)
+        header = pickle.dumps((_HEADER, event_status(state)), pickle.HIGHEST_PROTOCOL)
+        _atomic_write(self._state_file(instance_id), header, blob)
         self._discard(instance_id, consumed(state))
 
     def _events(self, instance_id: str) -> list[tuple[str, str]]:
@@ -113,6 +129,11 @@ class DiskStateStore(Limits, StateStore, EventLog):
         return self.path / f"{_file_name(instance_id)}.events"
 
 
+# A state file is two pickles: this header with the status, then the state, so a publish
+# learns the status without unpickling the state.
+_HEADER = "durable state"
+
+
 def _event_files(directory: Path) -> list[str]:
     try:
         return [name for name in os.listdir(directory) if not name.startswith(".")]
@@ -128,11 +149,16 @@ def _file_name(instance_id: str) -> str:
     return "i-" + name
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _is_header(first: object) -> bool:
+    return isinstance(first, tuple) and len(first) == 2 and first[0] == _HEADER
+
+
+def _atomic_write(path: Path, *chunks: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(temporary, "wb") as file:
-            file.write(data)
+            for data in chunks:
+                file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
