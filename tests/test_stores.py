@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -70,7 +71,7 @@ ODD_IDS = [
 # compress them), and ids every store refuses, with what its error says.
 LONGEST_IDS = ["a" * 1000, "".join(chr(0x20000 + (n * 7919) % 0xA000) for n in range(1000))]
 BAD_IDS = [("", "must not be empty"), ("x" * 1001, "1001 characters"),
-           ("tab\tid", "control character '\\t'"), ("nul\x00id", "control character"),
+           ("tab\tid", re.escape("control character '\\t'")), ("nul\x00id", "control character"),
            ("line\nbreak", "control character"), ("c1\x85", "control character")]
 
 
@@ -172,14 +173,13 @@ async def test_the_longest_valid_ids_are_kept(store) -> None:
 
 
 @pytest.mark.parametrize(("instance_id", "rule"), BAD_IDS)
-async def test_invalid_ids_are_refused_naming_the_id_and_the_rule(store, instance_id, rule) -> None:
-    if isinstance(store, SeedStyleStore):
-        return  # a user's own store: the runtime checks ids before they reach it
+async def test_invalid_ids_are_refused_naming_the_id_and_the_rule(log, instance_id, rule) -> None:
+    """Our stores (a user's own store gets only ids the runtime checked)."""
     with pytest.raises(ValueError, match=rule) as raised:
-        await store.save(instance_id, state(1))
+        await log.save(instance_id, state(1))
     assert repr(instance_id)[:40] in str(raised.value)
     assert len(str(raised.value)) < 300  # a long id is shown truncated
-    assert await store.load(instance_id) is None
+    assert await log.load(instance_id) is None
 
 
 # --- size limits -------------------------------------------------------------------------------

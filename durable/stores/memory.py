@@ -68,7 +68,8 @@ class InMemoryStateStore(Limits, StateStore, EventLog):
         return None if blob is None else pickle.loads(blob)
 
     async def save(self, instance_id: str, state: State) -> None:
-        check_instance_id(instance_id)
+        if instance_id not in self._states:  # an id saved before was checked then
+            check_instance_id(instance_id)
         blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
         self._states[instance_id] = blob
         self._statuses[instance_id] = event_status(state)
