@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from durable import (
     DurableBackend,
     InMemoryStateStore,
     InstanceEndedError,
+    InstanceExistsError,
     PauseForEventException,
     SqliteStateStore,
     StateStore,
@@ -180,6 +183,53 @@ async def test_invalid_ids_are_refused_naming_the_id_and_the_rule(log, instance_
     assert repr(instance_id)[:40] in str(raised.value)
     assert len(str(raised.value)) < 300  # a long id is shown truncated
     assert await log.load(instance_id) is None
+
+
+# --- creating an instance (what Client.start and start_child do) -------------------------------
+def started(arguments: bytes, program: str = "m:main") -> dict[str, Any]:
+    """The state a start saves: its first frame holds the arguments."""
+    return state(0, program=program, frames=[arguments])
+
+
+async def test_create_makes_an_instance_once_and_compares_later_starts(log) -> None:
+    assert await log.create("i", started(b"args"))
+    assert not await log.create("i", started(b"args"))  # the same start: its handle
+    with pytest.raises(InstanceExistsError, match="'i' exists already and it runs m:main, not "
+                                                  "m:other") as raised:
+        await log.create("i", started(b"args", program="m:other"))
+    assert raised.value.differs == "program"
+    with pytest.raises(InstanceExistsError, match="other arguments") as raised:
+        await log.create("i", started(b"other args"))
+    assert raised.value.differs == "arguments"
+    await log.save("i", state(5, program="m:main"))  # runs on: later saves keep the digest
+    assert not await log.create("i", started(b"args"))
+    with pytest.raises(InstanceExistsError, match="other arguments"):
+        await log.create("i", started(b"other args"))
+    assert await log.load("i") == state(5, program="m:main")
+    for instance_id, rule in BAD_IDS:
+        with pytest.raises(ValueError, match=rule):
+            await log.create(instance_id, started(b"args"))
+
+
+async def test_concurrent_creates_on_disk_create_once(tmp_path) -> None:
+    """Two store objects (as two processes have), each in a thread of its own."""
+    stores = [DiskStateStore(tmp_path), DiskStateStore(tmp_path)]
+
+    def create(k: int, barrier: threading.Barrier, instance_id: str, arguments: bytes) -> Any:
+        barrier.wait()
+        try:
+            return asyncio.run(stores[k].create(instance_id, started(arguments)))
+        except InstanceExistsError as error:
+            return error
+    for n in range(20):
+        barrier = threading.Barrier(2)
+        arguments = [b"same", b"same" if n % 2 else b"other"]
+        outcomes = await asyncio.gather(*(asyncio.to_thread(create, k, barrier, f"i{n}",
+                                                            arguments[k]) for k in range(2)))
+        assert outcomes.count(True) == 1, outcomes
+        [other] = [o for o in outcomes if o is not True]
+        assert other is False if n % 2 else isinstance(other, InstanceExistsError), outcomes
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file
 
 
 # --- size limits -------------------------------------------------------------------------------

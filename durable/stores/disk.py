@@ -31,6 +31,8 @@ from .base import (
     consumed,
     event_status,
     receivable,
+    same_start,
+    start_digest,
 )
 
 
@@ -51,9 +53,17 @@ class DiskStateStore(Limits, StateStore, EventLog):
     async def save(self, instance_id: str, state: State) -> None:
         await asyncio.to_thread(self._save, instance_id, state)
 
+    async def create(self, instance_id: str, state: State) -> bool:
+        """Save ``state`` unless the instance exists, as ``InstanceStore.create`` does (True if
+        this call created it; an existing instance started otherwise raises
+        ``InstanceExistsError``). Atomic across processes: the file is linked into place only
+        if none is there."""
+        return await asyncio.to_thread(self._create, instance_id, state)
+
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         check_instance_id(instance_id)
-        receivable(instance_id, self._read_status(instance_id), event, repr(self))
+        header = self._read_header(instance_id)
+        receivable(instance_id, None if header is None else header[0], event, repr(self))
         data = pickle.dumps((event, self._sized_payload(instance_id, payload)))
         directory = self._events_dir(instance_id)
         directory.mkdir(exist_ok=True)
@@ -86,22 +96,39 @@ class DiskStateStore(Limits, StateStore, EventLog):
         first = unpickler.load()
         return unpickler.load() if _is_header(first) else first  # else written before headers
 
-    def _read_status(self, instance_id: str) -> str | None:
-        """The instance's status as a client sees it (None: no instance), from the header of
-        its file: the state itself is not unpickled (it may need modules this process lacks)."""
+    def _read_header(self, instance_id: str) -> tuple[str, str, str | None] | None:
+        """``(status, program, start digest)`` of the instance (its status as a client sees
+        it), None if there is none: read from the head of its file, without unpickling the
+        state (which may need modules this process lacks)."""
         try:
             with open(self._state_file(instance_id), "rb") as file:
                 first = pickle.Unpickler(file).load()
         except FileNotFoundError:
             return None
-        return first[1] if _is_header(first) else event_status(first)
+        if _is_header(first):
+            return first[1:]
+        program = first.get("program", "") if isinstance(first, dict) else ""
+        return event_status(first) or "", program, None  # written before headers: the state
 
     def _save(self, instance_id: str, state: State) -> None:
         check_instance_id(instance_id)
         blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
-        header = pickle.dumps((_HEADER, event_status(state)), pickle.HIGHEST_PROTOCOL)
-        _atomic_write(self._state_file(instance_id), header, blob)
+        found = self._read_header(instance_id)
+        _atomic_write(self._state_file(instance_id), _header(state, found and found[2]), blob)
         self._discard(instance_id, consumed(state))
+
+    def _create(self, instance_id: str, state: State) -> bool:
+        check_instance_id(instance_id)
+        blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        try:
+            _atomic_write(self._state_file(instance_id), _header(state, start_digest(state)),
+                          blob, replace=False)
+        except FileExistsError:
+            found = self._read_header(instance_id)
+            assert found is not None  # states are never deleted
+            same_start(instance_id, found[1], found[2], state)
+            return False
+        return True
 
     def _events(self, instance_id: str) -> list[tuple[str, str]]:
         directory = self._events_dir(instance_id)
@@ -129,9 +156,19 @@ class DiskStateStore(Limits, StateStore, EventLog):
         return self.path / f"{_file_name(instance_id)}.events"
 
 
-# A state file is two pickles: this header with the status, then the state, so a publish
-# learns the status without unpickling the state.
+# A state file is two pickles: a header, then the state. The header has what a publish and a
+# create need to know without unpickling the state: the status, the program, the digest of
+# the start that created the instance (kept by every later save).
 _HEADER = "durable state"
+
+
+def _header(state: State, digest: str | None) -> bytes:
+    header = (_HEADER, event_status(state), state.get("program", ""), digest)
+    return pickle.dumps(header, pickle.HIGHEST_PROTOCOL)
+
+
+def _is_header(first: object) -> bool:
+    return isinstance(first, tuple) and len(first) == 4 and first[0] == _HEADER
 
 
 def _event_files(directory: Path) -> list[str]:
@@ -149,11 +186,9 @@ def _file_name(instance_id: str) -> str:
     return "i-" + name
 
 
-def _is_header(first: object) -> bool:
-    return isinstance(first, tuple) and len(first) == 2 and first[0] == _HEADER
-
-
-def _atomic_write(path: Path, *chunks: bytes) -> None:
+def _atomic_write(path: Path, *chunks: bytes, replace: bool = True) -> None:
+    """Write ``path`` whole or not at all; without ``replace``, ``FileExistsError`` if it
+    exists (linked into place: the check and the write are one step)."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(temporary, "wb") as file:
@@ -161,7 +196,11 @@ def _atomic_write(path: Path, *chunks: bytes) -> None:
                 file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+            temporary.unlink()
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

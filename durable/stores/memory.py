@@ -16,6 +16,8 @@ from .base import (
     StateStore,
     event_status,
     receivable,
+    same_start,
+    start_digest,
 )
 
 
@@ -58,6 +60,7 @@ class InMemoryStateStore(Limits, StateStore, EventLog):
         self._set_limits(max_state_bytes, max_payload_bytes)
         self._states: dict[str, bytes] = {}
         self._statuses: dict[str, str] = {}  # as a client sees them: is it there, has it ended?
+        self._digests: dict[str, str] = {}  # of the starts that created instances (create)
         self._log = MemoryEventLog()
 
     def __repr__(self) -> str:
@@ -74,6 +77,19 @@ class InMemoryStateStore(Limits, StateStore, EventLog):
         self._states[instance_id] = blob
         self._statuses[instance_id] = event_status(state)
         self._log.discard(instance_id, state.get("consumed_events", ()))
+
+    async def create(self, instance_id: str, state: State) -> bool:
+        """Save ``state`` unless the instance exists, as ``InstanceStore.create`` does (True if
+        this call created it; an existing instance started otherwise raises
+        ``InstanceExistsError``). Nothing awaits between the look and the save: atomic."""
+        blob = self._states.get(instance_id)
+        if blob is not None:
+            program = pickle.loads(blob).get("program", "")
+            same_start(instance_id, program, self._digests.get(instance_id), state)
+            return False
+        await self.save(instance_id, state)
+        self._digests[instance_id] = start_digest(state)
+        return True
 
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         check_instance_id(instance_id)
