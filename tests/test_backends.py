@@ -351,6 +351,9 @@ async def test_durable_backend_keeps_events_in_memory_for_a_plain_store() -> Non
 
 # --- DurableBackend.wait_for_event -------------------------------------------------------------
 async def _wait_then_publish(backend: DurableBackend, event: str) -> str:
+    if await backend.load_state("w") is None:  # events go to an instance that exists
+        await created(checkout_p, backend, "w", 1)
+
     async def publish_soon() -> None:
         await asyncio.sleep(0)
         backend.publish_event("w", event)

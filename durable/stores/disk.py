@@ -92,9 +92,9 @@ class DiskStateStore(Limits, StateStore, EventLog):
             data = self._state_file(instance_id).read_bytes()
         except FileNotFoundError:
             return None
-        unpickler = pickle.Unpickler(io.BytesIO(data))
-        first = unpickler.load()
-        return unpickler.load() if _is_header(first) else first  # else written before headers
+        stream = io.BytesIO(data)
+        first = pickle.load(stream)  # two pickles, each with its own memo: two loads
+        return pickle.load(stream) if _is_header(first) else first  # else written before headers
 
     def _read_header(self, instance_id: str) -> tuple[str, str, str | None] | None:
         """``(status, program, start digest)`` of the instance (its status as a client sees
@@ -102,7 +102,7 @@ class DiskStateStore(Limits, StateStore, EventLog):
         state (which may need modules this process lacks)."""
         try:
             with open(self._state_file(instance_id), "rb") as file:
-                first = pickle.Unpickler(file).load()
+                first = pickle.load(file)
         except FileNotFoundError:
             return None
         if _is_header(first):
