@@ -38,6 +38,7 @@ def peak_rss() -> int:
 
 async def measure(url: str, size: int, report: Callable[[str, float, float], None]) -> None:
     store = open_store(url)
+    store.max_payload_bytes = 2 * size  # above the default limit, to measure large payloads
     try:
         waiting = envelope.envelope(PROGRAM, envelope.PAUSED, [b"frame"], saves=1,
                                     waiting_for="go")

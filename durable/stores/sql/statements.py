@@ -52,7 +52,6 @@ class Statements:
             INSERT INTO durable_instances (id, {columns}, start_digest, created_at, updated_at)
             VALUES (:id, {values}, :start_digest, {d.now}, {d.now}) ON CONFLICT DO NOTHING""")
         self.started = sql("SELECT program, start_digest FROM durable_instances WHERE id = :id")
-        self.status = sql("SELECT status FROM durable_instances WHERE id = :id")
         # A save: this update, else a create (else the update again, when another transaction
         # created the instance meanwhile).
         self.save = sql(f"""
@@ -116,11 +115,12 @@ class Statements:
                          f" blocked = :reason, blocked_by = :owner WHERE {held}")
 
         # Events.
-        # Only to an instance that exists and has not ended: else nothing would consume it.
+        # Only to an instance that exists and has not ended (else nothing would consume it):
+        # its status is read, its row locked until the insert commits, in one transaction.
+        self.receiving = sql(f"SELECT status FROM durable_instances WHERE id = :id{d.lock_row}")
         self.publish = sql(f"""
             INSERT INTO durable_events (instance_id, name, payload, published_at)
-            SELECT :id, :name, :payload, {d.now} WHERE EXISTS (
-                SELECT 1 FROM durable_instances WHERE id = :id AND {UNENDED})
+            VALUES (:id, :name, :payload, {d.now})
             RETURNING id{f", {d.announce}" if d.announce else ""}""")
         self.events = sql("SELECT id, name FROM durable_events WHERE instance_id = :id ORDER BY id")
         self.payload = sql("SELECT payload FROM durable_events WHERE instance_id = :id"

@@ -138,12 +138,12 @@ class SqlStore(Limits, InstanceStore):
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         reply = ToThread()
         self._writer.submit(Write(instance_id, self._publish(instance_id, event, payload), reply,
-                                  wakes=True, atomic=True, announced=True))
+                                  wakes=True, atomic=False))
         return reply.future.result()
 
     async def publish(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         return await self._write(instance_id, self._publish(instance_id, event, payload),
-                                 wakes=True, atomic=True, announced=True)
+                                 wakes=True)
 
     def _publish(self, instance_id: str, event: str, payload: bytes | None) -> Operation[str]:
         check_instance_id(instance_id)
@@ -151,11 +151,9 @@ class SqlStore(Limits, InstanceStore):
                   "payload": self._sized_payload(instance_id, payload)}
 
         def insert(c: Connection) -> str:
-            rows = c.execute(self.sql.publish, params).fetchall()
-            if not rows:  # no such instance, or it has ended: say which
-                row = c.execute(self.sql.status, {"id": instance_id}).fetchone()
-                receivable(instance_id, None if row is None else row[0], event, self.where)
-            return str(rows[0][0])
+            row = c.execute(self.sql.receiving, {"id": instance_id}).fetchone()
+            receivable(instance_id, None if row is None else row[0], event, self.where)
+            return str(c.execute(self.sql.publish, params).fetchall()[0][0])
         return insert
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
