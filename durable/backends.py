@@ -65,7 +65,10 @@ class DurableBackend(OrchestrationBackend):
 
     def publish_event(self, instance_id: str, event_name: str, payload: Any = None) -> None:
         """Deliver ``event_name`` to an instance (now, or whenever it waits for it); ``payload``
-        is what its ``await wait_for_event(event_name)`` returns."""
+        is what its ``await wait_for_event(event_name)`` returns. On our stores the instance
+        must have saved a state (run it until it pauses first): an unknown id raises
+        ``UnknownInstanceError``, an ended instance ``InstanceEndedError``. A store that keeps
+        no events (a custom ``StateStore``) takes events for any id."""
         blob = None if payload is None else serialization.dumps(payload)
         self._log.append_event(instance_id, event_name, blob)
         for loop, published in list(self._published.items()):

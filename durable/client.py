@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import serialization
 from .backends import DurableBackend
 from .deploy_check import InstanceCheck, check
-from .errors import CANCEL_EVENT, DurableError, StoreError, UnknownInstanceError
+from .errors import CANCEL_EVENT, DurableError, InstanceEndedError, StoreError, UnknownInstanceError
+from .ids import check_instance_id
 from .program import DurableProgram
 from .runtime.runtime import DurableRuntime, outcome
 from .stores.base import ENDED, STATUSES, InstanceInfo, InstanceStore
@@ -105,24 +106,29 @@ class Client:
                     **kwargs: Any) -> InstanceHandle:
         """Create an instance of ``program`` for workers to run; runs none of its code.
 
-        Idempotent: if ``instance_id`` exists already, its handle is returned and
-        nothing changes (so a retried start cannot start twice).
+        Idempotent: if ``instance_id`` exists already, started with the same program and the
+        same arguments, its handle is returned and nothing changes (so a retried start, or two
+        processes starting it at once, start it once; ``handle.created`` says whether this call
+        did). Another program or other arguments raise ``InstanceExistsError``. Without
+        ``instance_id``, a new random one; a given id must be valid (``durable.ids``).
         """
         if not isinstance(program, DurableProgram):
             raise TypeError(f"start() needs a durable program (make_durable(fn)), "
                             f"got {type(program).__name__}")
-        instance_id = instance_id or str(uuid.uuid4())
+        instance_id = str(uuid.uuid4()) if instance_id is None else check_instance_id(instance_id)
         runtime = DurableRuntime(program, DurableBackend(self.store), instance_id)
-        await self._ask(self.store.create(instance_id, runtime.initial_state(*args, **kwargs)))
-        return InstanceHandle(self, instance_id)
+        created = await self._ask(
+            self.store.create(instance_id, runtime.initial_state(*args, **kwargs)))
+        return InstanceHandle(self, instance_id, created=created)
 
     def handle(self, instance_id: str) -> InstanceHandle:
         """A handle on an existing instance (not checked until it is used)."""
         return InstanceHandle(self, instance_id)
 
     async def publish_event(self, instance_id: str, name: str, payload: Any = None) -> None:
-        """Deliver event ``name`` to an instance, now or whenever it waits for it."""
-        await self.status(instance_id)  # an unknown id is an error, not an event kept forever
+        """Deliver event ``name`` to an instance, now or whenever it waits for it. An unknown
+        id raises ``UnknownInstanceError``, an ended instance ``InstanceEndedError``: nothing
+        would ever consume the event."""
         blob = None if payload is None else serialization.dumps(payload)
         await self._ask(self.store.publish(instance_id, name, blob))
 
@@ -187,7 +193,11 @@ class Client:
         ended."""
         if (await self.status(instance_id)).status in ENDED:
             return False
-        await self._ask(self.store.publish(instance_id, CANCEL_EVENT, serialization.dumps(reason)))
+        try:
+            await self._ask(self.store.publish(instance_id, CANCEL_EVENT,
+                                               serialization.dumps(reason)))
+        except InstanceEndedError:  # it ended meanwhile
+            return False
         return True
 
     async def suspend(self, instance_id: str) -> bool:
@@ -232,11 +242,13 @@ def _check_status(status: str) -> None:
 
 
 class InstanceHandle:
-    """One instance, as returned by ``Client.start``."""
+    """One instance, as returned by ``Client.start``; ``created``: that start created it (False
+    when it existed already, and for ``Client.handle``)."""
 
-    def __init__(self, client: Client, instance_id: str) -> None:
+    def __init__(self, client: Client, instance_id: str, *, created: bool = False) -> None:
         self.client = client
         self.instance_id = instance_id
+        self.created = created
 
     def __repr__(self) -> str:
         return f"<InstanceHandle {self.instance_id!r}>"

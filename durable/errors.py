@@ -207,3 +207,38 @@ class InstanceTerminated(DurableError):
 
     def __reduce__(self):
         return (type(self), (self.instance_id, self.reason))
+
+
+class InstanceExistsError(DurableError):
+    """A start named an instance that exists already with another program or other arguments:
+    the start is refused (the same program with the same arguments returns its handle)."""
+
+    def __init__(self, instance_id: str, differs: str, existing: str, requested: str):
+        self.instance_id = instance_id
+        self.differs = differs  # "program" or "arguments"
+        detail = (f"it runs {existing}, not {requested}" if differs == "program"
+                  else f"it was started with other arguments than this start of {requested}")
+        super().__init__(f"instance {instance_id!r} exists already and {detail}: "
+                         "choose another instance id, or start it with what it was started with")
+
+
+class InstanceEndedError(DurableError):
+    """An event was published to an instance that has ended: nothing would ever consume it."""
+
+    def __init__(self, instance_id: str, status: str, event: str):
+        self.instance_id = instance_id
+        self.status = status
+        self.event = event
+        super().__init__(f"event {event!r} not published: instance {instance_id!r} has ended "
+                         f"({status}), nothing would consume it")
+
+
+class TooLargeError(DurableError, ValueError):
+    """A state or an event payload is larger than the store's limit; nothing was written."""
+
+    def __init__(self, instance_id: str, what: str, size: int, limit: int, option: str):
+        self.instance_id = instance_id
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} of instance {instance_id!r} is {size:,} bytes, over the store's "
+                         f"limit of {limit:,} bytes ({option}); nothing was written")

@@ -63,6 +63,14 @@ def prelude(durable: bool) -> str:
     return PRELUDE + f"DURABLE = {durable}\n"
 
 
+async def created(program: Any, backend: DurableBackend, instance_id: str, *args: Any,
+                  **kwargs: Any) -> None:
+    """Save the state a fresh start saves, running nothing (as ``Client.start`` does): the
+    instance exists, so events can be published to it before it first runs."""
+    state = DurableRuntime(program, backend, instance_id).initial_state(*args, **kwargs)
+    await backend.save_state(instance_id, state)
+
+
 class SeedStyleStore(StateStore):
     """A store written against the seed interface only: async load/save, pickled bytes in a dict."""
 

@@ -8,16 +8,18 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from harness import SeedStyleStore
+from harness import SeedStyleStore, created
 
 from durable import (
     DiskStateStore,
     DurableBackend,
     FailedInstanceError,
     InMemoryStateStore,
+    InstanceEndedError,
     OrchestrationBackend,
     PauseForEventException,
     StateStore,
+    UnknownInstanceError,
     UnsupportedPauseError,
     make_durable,
 )
@@ -132,6 +134,7 @@ async def test_resuming_with_a_new_backend_over_the_same_store(tmp_path) -> None
 
 
 async def test_event_published_before_the_pause_is_consumed_there(backend) -> None:
+    await created(checkout_p, backend, "c", 7)  # started, not yet run
     backend.publish_event("c", "shipped")
     assert await checkout_p(7, orchestration_backend=backend, instance_id="c") == "paid 7, shipped"
     assert EFFECTS == {"begin": 1, "charge 7": 1, "after shipped": 1}
@@ -139,6 +142,8 @@ async def test_event_published_before_the_pause_is_consumed_there(backend) -> No
 
 
 async def test_events_of_other_names_and_instances_are_not_consumed(backend) -> None:
+    await created(checkout_p, backend, "c", 1)
+    await created(checkout_p, backend, "other", 1)
     backend.publish_event("c", "delivered")
     backend.publish_event("other", "shipped")
     await paused(checkout_p(1, orchestration_backend=backend, instance_id="c"))
@@ -149,6 +154,7 @@ async def test_events_of_other_names_and_instances_are_not_consumed(backend) -> 
 
 
 async def test_each_publish_is_consumed_by_one_wait(backend) -> None:
+    await created(approvals_p, backend, "a", "x")
     backend.publish_event("a", "approve")
     first = await paused(approvals_p("x", orchestration_backend=backend, instance_id="a"))
     assert first.event == "approve"
@@ -162,6 +168,7 @@ async def test_each_publish_is_consumed_by_one_wait(backend) -> None:
 
 
 async def test_two_publishes_let_two_waits_through(backend) -> None:
+    await created(approvals_p, backend, "a", "y")
     backend.publish_event("a", "approve")
     backend.publish_event("a", "approve")
     backend.publish_event("a", "approve")
@@ -187,14 +194,22 @@ async def test_publish_twice_while_paused_twice(backend) -> None:
 
 # --- finished and failed instances -----------------------------------------------------------------
 async def test_finished_instance_returns_its_stored_result_without_running(backend) -> None:
+    await created(checkout_p, backend, "c", 3)
     backend.publish_event("c", "shipped")
     assert await checkout_p(3, orchestration_backend=backend, instance_id="c") == "paid 3, shipped"
     effects = dict(EFFECTS)
-    backend.publish_event("c", "shipped")  # not consumed by a finished instance
+    with pytest.raises(InstanceEndedError, match="'c' has ended"):  # nothing would consume it
+        backend.publish_event("c", "shipped")
     for _ in range(2):
         assert await checkout_p(100, orchestration_backend=backend, instance_id="c") == "paid 3, shipped"
     assert effects == EFFECTS
-    assert await backend.take_event("c", "shipped") is not None
+    assert await backend.take_event("c", "shipped") is None
+
+
+async def test_events_to_an_unknown_instance_are_refused(backend) -> None:
+    with pytest.raises(UnknownInstanceError, match="no instance 'typo'"):
+        backend.publish_event("typo", "shipped")
+    assert await backend.events("typo") == []
 
 
 @pytest.mark.parametrize(("kind", "error_type", "message"), [
@@ -336,6 +351,9 @@ async def test_durable_backend_keeps_events_in_memory_for_a_plain_store() -> Non
 
 # --- DurableBackend.wait_for_event -------------------------------------------------------------
 async def _wait_then_publish(backend: DurableBackend, event: str) -> str:
+    if await backend.load_state("w") is None:  # events go to an instance that exists
+        await created(checkout_p, backend, "w", 1)
+
     async def publish_soon() -> None:
         await asyncio.sleep(0)
         backend.publish_event("w", event)

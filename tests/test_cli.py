@@ -139,7 +139,9 @@ async def test_start_status_list_and_a_publish_from_another_process(
         modules, tmp_path, url, client, flows) -> None:
     cli = lambda *args: durable(modules, tmp_path, *args, "--store", url)  # noqa: E731
     assert await cli("start", "cli_flows:greet", '["Ada"]', "--id", "g-1") == (0, "g-1\n", "")
-    assert (await cli("start", "cli_flows:greet", '["Bob"]', "--id", "g-1"))[0] == 0  # idempotent
+    assert await cli("start", "cli_flows:greet", '["Ada"]', "--id", "g-1") == (0, "g-1\n", "")
+    code, _, err = await cli("start", "cli_flows:greet", '["Bob"]', "--id", "g-1")
+    assert code == 1 and "'g-1' exists already" in err and "other arguments" in err
 
     code, out, _ = await cli("status", "g-1")
     assert code == 0

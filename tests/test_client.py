@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+from typing import Any
 
 import pytest
 
 from durable import (
     Client,
     DurableBackend,
+    InstanceEndedError,
+    InstanceExistsError,
     InstanceHandle,
     InstanceTerminated,
     PauseForEventException,
@@ -67,15 +71,101 @@ async def test_start_saves_what_a_fresh_run_saves(client, store) -> None:
         assert started[field] == fresh[field], field
 
 
-async def test_start_is_idempotent(client, store) -> None:
+async def test_start_is_idempotent_for_the_same_program_and_arguments(client, store) -> None:
     first = await client.start(add, 1, 2, instance_id="same")
     before = await store.load("same")
-    again = await client.start(add, 40, 2, instance_id="same")
-    assert again == first
+    again = await client.start(add, 1, b=2, instance_id="same")  # bound alike: the same start
+    assert again == first and first.created and not again.created
     assert await store.load("same") == before
     assert len(await client.list()) == 1
     async with _worker(store, [add]):
-        assert await first.result(timeout=60) == 3  # the first arguments
+        assert await first.result(timeout=60) == 3
+    assert not (await client.start(add, 1, 2, instance_id="same")).created  # ended: still it
+    assert not client.handle("same").created
+
+
+async def test_start_of_an_existing_id_with_other_arguments_or_program_is_refused(
+        client, store) -> None:
+    await client.start(add, 1, 2, instance_id="same")
+    before = await store.load("same")
+    with pytest.raises(InstanceExistsError, match="'same' exists already and it was started "
+                                                  "with other arguments") as raised:
+        await client.start(add, 40, 2, instance_id="same")
+    assert raised.value.differs == "arguments"
+    with pytest.raises(InstanceExistsError, match=f"it runs {add.key}, not {greet.key}") as raised:
+        await client.start(greet, "Ada", instance_id="same")
+    assert raised.value.differs == "program"
+    assert await store.load("same") == before
+    assert len(await client.list()) == 1
+
+
+def _start_in_thread(url: str, barrier: threading.Barrier, a: int, outcomes: list[Any]) -> None:
+    async def start() -> Any:
+        async with Client(url) as client:
+            barrier.wait()
+            return await client.start(add, a, 2, instance_id="raced")
+    try:
+        outcomes.append(asyncio.run(start()).created)
+    except Exception as error:
+        outcomes.append(error)
+
+
+@pytest.mark.parametrize("arguments", [(1, 1), (1, 5)], ids=["same", "different"])
+async def test_two_clients_starting_one_id_at_once(store_url, store, arguments) -> None:
+    """Each client in a thread of its own, with its own store: exactly one creates the
+    instance; the other gets its handle if it asked for the same, else the error."""
+    barrier, outcomes = threading.Barrier(2), []
+    threads = [threading.Thread(target=_start_in_thread, args=(store_url, barrier, a, outcomes))
+               for a in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        await asyncio.to_thread(thread.join)
+    assert outcomes.count(True) == 1, outcomes
+    [other] = [o for o in outcomes if o is not True]
+    if arguments[0] == arguments[1]:
+        assert other is False
+    else:
+        assert isinstance(other, InstanceExistsError) and other.differs == "arguments", outcomes
+    assert [i.instance_id for i in await Client(store).list()] == ["raced"]
+
+
+BAD_IDS = [("", "must not be empty"), ("x" * 1001, "1001 characters, at most 1000"),
+           ("a\nb", re.escape("control character '\\n' at position 1"))]
+
+
+@pytest.mark.parametrize(("instance_id", "rule"), BAD_IDS)
+async def test_invalid_instance_ids_are_refused_at_every_entry(client, store, instance_id,
+                                                                rule) -> None:
+    """An empty id used to mean "a new random one": a retried start started again each time."""
+    for _ in range(3):
+        with pytest.raises(ValueError, match=rule) as raised:
+            await client.start(add, 1, 2, instance_id=instance_id)
+        assert repr(instance_id)[:50] in str(raised.value) and len(str(raised.value)) < 300
+    with pytest.raises(ValueError, match=rule):
+        await add(1, 2, orchestration_backend=DurableBackend(store), instance_id=instance_id)
+    with pytest.raises(ValueError, match=rule):
+        await store.create(instance_id, DurableRuntime(add, DurableBackend(), "x").initial_state(1, 2))
+    with pytest.raises(ValueError, match=rule):
+        await store.save(instance_id, DurableRuntime(add, DurableBackend(), "x").initial_state(1, 2))
+    assert await client.list() == []
+    assert CALLS == []
+
+
+async def test_the_longest_valid_id_starts(client, store) -> None:
+    longest = "".join(chr(0x20000 + n * 31) for n in range(1000))  # 4,000 bytes of UTF-8
+    handle = await client.start(add, 1, 2, instance_id=longest)
+    async with _worker(store, [add]):
+        assert await handle.result(timeout=60) == 3
+
+
+async def test_events_to_an_ended_instance_are_refused(client, store) -> None:
+    handle = await client.start(greet, "Ada", instance_id="e-1")
+    await handle.terminate("stop")
+    with pytest.raises(InstanceEndedError, match="'e-1' has ended \\(terminated\\)"):
+        await handle.publish_event("allow")
+    assert await store.events("e-1") == []
+    assert await handle.cancel("too late") is False
 
 
 async def test_start_without_an_id_makes_one(client) -> None:

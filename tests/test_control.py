@@ -11,6 +11,7 @@ import contextlib
 from typing import Any
 
 import pytest
+from harness import created
 
 from durable import (
     Cancelled,
@@ -134,6 +135,7 @@ async def test_a_cancel_published_before_the_wait_is_seen_at_the_first_pause() -
     backend = DurableBackend(store)
     from durable.errors import CANCEL_EVENT
 
+    await created(saga, backend, "s", "o-3")  # started, not yet run
     backend.publish_event("s", CANCEL_EVENT, "early")
     assert await saga("o-3", orchestration_backend=backend, instance_id="s") == "cancelled: early"
 

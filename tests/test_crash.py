@@ -56,7 +56,13 @@ CHILD = textwrap.dedent('''
 
     from journaling import append_line
 
-    from durable import DiskStateStore, DurableBackend, PauseForEventException, make_durable
+    from durable import (
+        DiskStateStore,
+        DurableBackend,
+        DurableRuntime,
+        PauseForEventException,
+        make_durable,
+    )
 
     CFG = json.loads(sys.argv[1])
     JOURNAL = CFG["journal"]
@@ -133,6 +139,11 @@ CHILD = textwrap.dedent('''
         journal(f"attempt {CFG['attempt']}")
         print("ready", flush=True)
         backend = JournaledBackend(DiskStateStore(CFG["store"]))
+        if CFG.get("create"):  # save what a start saves, run nothing: events can then be sent
+            runtime = DurableRuntime(make_durable(main), backend, CFG["instance"])
+            await backend.save_state(CFG["instance"], runtime.initial_state(CFG["n"]))
+            print("[]", flush=True)
+            return
         try:
             result = await make_durable(main)(CFG["n"], orchestration_backend=backend,
                                               instance_id=CFG["instance"])
@@ -312,6 +323,8 @@ async def test_random_exits_consume_each_event_once(tmp_path: Path, seed: int) -
     pauses (none lost) and exactly one is left at the end (none consumed twice)."""
     n = 6
     child = Child(tmp_path, n=n, seed=seed, p=0.1, waits=True)
+    created = child.run("create", p=0.0, forced=[], create=True)  # events need an instance
+    assert created.returncode == 0, created.stderr
     store = DiskStateStore(child.config["store"])
     backend = DurableBackend(store)
     for _ in range(n + 1):

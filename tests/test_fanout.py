@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from harness import load_module, run_both, run_durable
+from harness import created, load_module, run_both, run_durable
 
 from durable import (
     SKIPPED,
@@ -304,6 +304,7 @@ async def primitives_as_branches() -> list[Any]:
 async def test_primitives_can_be_branches() -> None:
     clock = VirtualClock(datetime(2026, 1, 1, tzinfo=UTC))
     store = InMemoryStateStore()
+    await created(make_durable(primitives_as_branches), DurableBackend(store), "fan")
     DurableBackend(store).publish_event("fan", "x", {"payload": 1})
     assert isinstance(await run_seed_style(primitives_as_branches, store, clock),
                       PauseForEventException)

@@ -9,12 +9,19 @@ transaction, listing, termination and wake-ups.
 from __future__ import annotations
 
 import asyncio
+import re
+import threading
 import time
 from typing import Any
 
 import pytest
 
-from durable import LeaseLost, UnknownInstanceError
+from durable import (
+    InstanceEndedError,
+    InstanceExistsError,
+    LeaseLost,
+    UnknownInstanceError,
+)
 from durable.runtime import envelope
 from durable.stores import open_store
 from durable.stores.base import terminated
@@ -35,6 +42,119 @@ async def test_create_is_idempotent(store) -> None:
     assert (await store.load("a"))["marker"] == 1
     info = await store.info("a")
     assert (info.instance_id, info.program, info.status) == ("a", "m:main", "running")
+
+
+def with_frames(frames: list[bytes], **options: Any) -> dict[str, Any]:
+    """A start of the same program with other arguments (they are in its first frame)."""
+    return {**state(**options), "frames": frames}
+
+
+async def test_create_of_an_existing_id_compares_the_program_and_the_arguments(store) -> None:
+    assert await store.create("a", state(marker=1))
+    assert not await store.create("a", state(marker=2))  # the same start: nothing changes
+    with pytest.raises(InstanceExistsError, match="'a' exists already and it runs m:main, "
+                                                  "not m:other") as raised:
+        await store.create("a", state(program="m:other"))
+    assert raised.value.differs == "program" and raised.value.instance_id == "a"
+    with pytest.raises(InstanceExistsError, match="'a' exists already and it was started with "
+                                                  "other arguments") as raised:
+        await store.create("a", with_frames([b"other arguments"]))
+    assert raised.value.differs == "arguments"
+    assert (await store.load("a"))["marker"] == 1
+
+
+async def test_an_instance_saved_without_a_start_is_compared_by_its_program(store) -> None:
+    await store.save("seed", state())  # as a program call saves it: no digest of a start
+    assert not await store.create("seed", with_frames([b"whatever it was called with"]))
+    with pytest.raises(InstanceExistsError, match="m:other"):
+        await store.create("seed", state(program="m:other"))
+
+
+class _Together:
+    """Two store objects over one database, each driven by a thread of its own: what two
+    processes starting the same instance at the same moment do."""
+
+    def __init__(self, url: str) -> None:
+        self.stores = [open_store(url), open_store(url)]
+
+    def create(self, instance_id: str, states: list[dict[str, Any]]) -> list[Any]:
+        barrier = threading.Barrier(2)
+        outcomes: list[Any] = [None, None]
+
+        def start(n: int) -> None:
+            async def create() -> bool:
+                barrier.wait()
+                return await self.stores[n].create(instance_id, states[n])
+            try:
+                outcomes[n] = asyncio.run(create())
+            except Exception as error:
+                outcomes[n] = error
+        threads = [threading.Thread(target=start, args=(n,)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+    async def close(self) -> None:
+        for opened in self.stores:
+            await opened.close()
+
+
+async def test_concurrent_starts_of_one_id_create_it_once(store, store_url) -> None:
+    together = _Together(store_url)
+    try:
+        for n in range(15):
+            outcomes = await asyncio.to_thread(together.create, f"same-{n}", [state(), state()])
+            assert sorted(outcomes) == [False, True], outcomes
+            different = [state(), with_frames([b"other arguments"])]
+            outcomes = await asyncio.to_thread(together.create, f"clash-{n}", different)
+            assert outcomes.count(True) == 1, outcomes
+            [refused] = [o for o in outcomes if o is not True]
+            assert isinstance(refused, InstanceExistsError), outcomes
+            assert refused.differs == "arguments"
+    finally:
+        await together.close()
+    assert len(await store.list()) == 30
+
+
+async def test_events_to_unknown_or_ended_instances_are_refused(store) -> None:
+    with pytest.raises(UnknownInstanceError, match=re.escape(f"no instance 'nobody' in {store.where}")):
+        await store.publish("nobody", "go")
+    with pytest.raises(UnknownInstanceError, match="nobody"):
+        await asyncio.to_thread(store.append_event, "nobody", "go")
+    await store.create("i", state(envelope.PAUSED, waiting_for="go"))
+    await store.publish("i", "go")
+    assert await store.terminate("i", "done with it")
+    with pytest.raises(InstanceEndedError, match=r"'late' not published: instance 'i' has "
+                                                 r"ended \(terminated\)"):
+        await store.publish("i", "late")
+    await store.save("f", state(envelope.COMPLETED))
+    with pytest.raises(InstanceEndedError, match="finished"):
+        await asyncio.to_thread(store.append_event, "f", "late")
+    assert await store.events("nobody") == await store.events("i") == await store.events("f") == []
+
+
+async def test_the_longest_valid_ids_work_everywhere(store) -> None:
+    """1,000 characters; the second is 4,000 bytes of UTF-8 that do not compress."""
+    ids = ["a" * 1000, "".join(chr(0x20000 + (n * 7919) % 0xA000) for n in range(1000))]
+    for instance_id in ids:
+        assert await store.create(instance_id, state(envelope.PAUSED, waiting_for="go"))
+        assert not await store.create(instance_id, state(envelope.PAUSED, waiting_for="go"))
+        event_id = await store.publish(instance_id, "go", b"payload")
+        assert await store.events(instance_id) == [(event_id, "go")]
+    leases = await store.claim("w", ["m:main"], 10, 30)
+    assert sorted(lease.instance_id for lease in leases) == sorted(ids)
+    for lease in leases:
+        [(event_id, _)] = lease.events
+        assert await store.payload(lease.instance_id, event_id) == b"payload"
+        await store.save_leased(lease, state(envelope.COMPLETED, consumed=(event_id,)))
+        assert await store.events(lease.instance_id) == []
+        assert (await store.info(lease.instance_id)).status == "finished"
+    await store.save(ids[0], state(marker="saved again"))
+    assert (await store.load(ids[0]))["marker"] == "saved again"
+    assert await store.terminate(ids[0], "stop")  # running again since that save
+    assert {info.instance_id for info in await store.list()} == set(ids)
 
 
 async def test_unknown_instance(store) -> None:

@@ -154,6 +154,7 @@ async def test_unknown_instance_names_the_database_not_the_password(postgres_dsn
 
 async def test_a_publish_from_a_synchronous_call_in_another_thread_wakes_the_waiter(
         store: PostgresStateStore, postgres_dsn: str) -> None:
+    assert await store.create("somebody", state("paused", waiting_for="go"))  # before listening
     await store.wait_for_change(0)  # listening from here on
     publisher = PostgresStateStore(postgres_dsn)
     published = threading.Event()
@@ -177,6 +178,7 @@ async def test_a_publish_from_a_synchronous_call_in_another_thread_wakes_the_wai
 
 async def test_a_publish_from_another_process_wakes_the_waiter(
         store: PostgresStateStore, postgres_dsn: str) -> None:
+    assert await store.create("somebody", state("paused", waiting_for="go"))  # before listening
     await store.wait_for_change(0)
     code = ("import sys\nfrom durable.stores.postgres import PostgresStateStore\n"
             "print(PostgresStateStore(sys.argv[1]).append_event('somebody', 'go'))\n")
@@ -446,19 +448,22 @@ async def test_two_stores_claiming_at_once_never_share_an_instance(
 
 async def test_names_with_nul_characters_round_trip(store: PostgresStateStore) -> None:
     # PostgreSQL text cannot hold NUL: such names are stored escaped, and come back as given.
-    odd, event = "nul\x00id\x01", "ev\x00ent"
+    # (Instance ids cannot hold control characters at all; events, owners and reasons can.)
+    odd, event, marked = "odd id", "ev\x00ent", "\x01marked"
     assert await store.create(odd, state("paused", waiting_for=event))
-    assert await store.create("\x01plain", state())
+    assert await store.create("plain", state())
     event_id = store.append_event(odd, event)
+    marked_id = store.append_event("plain", marked)
     assert await store.events(odd) == [(event_id, event)]
+    assert await store.events("plain") == [(marked_id, marked)]
     leases = sorted(await store.claim("own\x00er", [PROGRAM], 5, LONG), key=lambda x: x.instance_id)
-    assert [lease.instance_id for lease in leases] == ["\x01plain", odd]
-    assert leases[1].owner == "own\x00er" and leases[1].program == PROGRAM
+    assert [lease.instance_id for lease in leases] == [odd, "plain"]
+    assert leases[0].owner == "own\x00er" and leases[0].program == PROGRAM
     assert await store.renew(leases, LONG) == []
-    await store.save_leased(leases[1], state(saves=1, consumed=(event_id,)))
+    await store.save_leased(leases[0], state(saves=1, consumed=(event_id,)))
     assert await store.events(odd) == []
     info = await store.info(odd)
     assert info is not None and info.instance_id == odd and info.lease_owner == "own\x00er"
     assert await store.terminate(odd, "re\x00ason")
     assert {i.instance_id: i.reason for i in await store.list()} == {
-        odd: "re\x00ason", "\x01plain": None}
+        odd: "re\x00ason", "plain": None}

@@ -52,6 +52,7 @@ and the result is right.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -60,11 +61,13 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from harness import created
 from journaling import append_line
 
 from durable import DiskStateStore, DurableBackend, SqliteStateStore, serialization
@@ -244,7 +247,8 @@ def make_store(kind: str, path: Path) -> SqliteStateStore | DiskStateStore:
 
 class Child:
     def __init__(self, tmp_path: Path, kind: str, seed: str, forced: list[str]) -> None:
-        (tmp_path / "prim_child.py").write_text(CHILD)
+        self.module = tmp_path / "prim_child.py"
+        self.module.write_text(CHILD)
         self.journal = tmp_path / "journal.txt"
         self.store_path = tmp_path / ("store.db" if kind == "sqlite" else "store")
         self.config = {
@@ -318,6 +322,16 @@ class Driven:
     published: Events
 
 
+def child_program(child: Child) -> types.ModuleType:
+    """The children's module, imported here under its own name (the program's key has it)."""
+    spec = importlib.util.spec_from_file_location("prim_child", child.module)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["prim_child"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def drive(child: Child, store, seed: str, *, kill_chance: float, max_kills: int) -> Driven:
     """Run children until the instance finishes: publish events, wait for timers, kill some."""
     rng = random.Random(f"parent/{seed}")
@@ -329,6 +343,9 @@ def drive(child: Child, store, seed: str, *, kill_chance: float, max_kills: int)
     if not {"start", "before"} & set(modes):
         modes[rng.randrange(N)] = "start"
     events = Events(DurableBackend(store), rng, {i for i in range(N) if rng.random() < 0.5})
+    if "start" in modes:  # events go to an instance that exists: create it, as a start would
+        asyncio.run(created(child_program(child).durable_program, DurableBackend(store),
+                            INSTANCE, N))
     for i in range(N):
         if modes[i] == "start":
             events.publish(i)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from harness import run_both
+from harness import created, run_both
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -75,6 +75,10 @@ class Driver:
     def publish(self, name: str, payload: Any = None) -> None:
         self.backend().publish_event("i", name, payload)
 
+    async def start(self) -> None:
+        """Create the instance without running it, so events can be published before it runs."""
+        await created(self.program, self.backend(), "i", *self.args)
+
     async def state(self) -> dict[str, Any]:
         return await self.store.load("i")
 
@@ -89,7 +93,8 @@ async def two_approvals() -> list[Any]:
 
 async def test_payloads_arrive_in_order_and_buffered_events_are_kept() -> None:
     driver = Driver(two_approvals)
-    driver.publish("approve", {"by": "ada"})  # before the instance even started
+    await driver.start()
+    driver.publish("approve", {"by": "ada"})  # before the instance even ran
     driver.publish("approve", ["second"])
     assert await driver.run() is None
     assert driver.pauses[-1].event == "note" and driver.pauses[-1].until is None
@@ -159,6 +164,7 @@ async def wait_in_a_loop(names: list[str]) -> list[Any]:
 
 async def test_waits_in_loops_and_finally_blocks() -> None:
     driver = Driver(wait_in_a_loop, ["a", "b", "c"])
+    await driver.start()
     driver.publish("c", 3)
     driver.publish("a", 1)
     await driver.run()

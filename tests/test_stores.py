@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,17 @@ from durable import (
     DiskStateStore,
     DurableBackend,
     InMemoryStateStore,
+    InstanceEndedError,
+    InstanceExistsError,
     PauseForEventException,
     SqliteStateStore,
     StateStore,
     StoreError,
+    TooLargeError,
+    UnknownInstanceError,
     make_durable,
 )
+from durable.runtime.runtime import DurableRuntime
 from durable.stores import EventLog, open_store
 from durable.stores import disk as disk_module
 
@@ -59,10 +67,16 @@ def state(n: int = 0, **extra: Any) -> dict[str, Any]:
 
 
 ODD_IDS = [
-    "a/b", "..", ".", "", "../../escape", "a\\b", "x:y*?<>|\"", "tab\tnew\nline", "nul\x00byte",
-    "ünïcödé-☃-日本", "🙂" * 40, "x" * 119, "x" * 120, "x" * 121, "y" * 5000, "%2F", "a%2Fb",
-    " leading space", "trailing space ", "CON", "state.state", "x.events",
+    "a/b", "..", ".", "../../escape", "a\\b", "x:y*?<>|\"", "ünïcödé-☃-日本", "🙂" * 40,
+    "x" * 119, "x" * 120, "x" * 121, "y" * 1000, "%2F", "a%2Fb", " leading space",
+    "trailing space ", "CON", "state.state", "x.events",
 ]
+# The longest valid ids: 1,000 characters, 4,000 bytes of UTF-8 (varied, so that no index can
+# compress them), and ids every store refuses, with what its error says.
+LONGEST_IDS = ["a" * 1000, "".join(chr(0x20000 + (n * 7919) % 0xA000) for n in range(1000))]
+BAD_IDS = [("", "must not be empty"), ("x" * 1001, "1001 characters"),
+           ("tab\tid", re.escape("control character '\\t'")), ("nul\x00id", "control character"),
+           ("line\nbreak", "control character"), ("c1\x85", "control character")]
 
 
 # --- every store ------------------------------------------------------------------------------
@@ -153,8 +167,170 @@ async def test_file_names_of_ids_do_not_collide_with_literal_ids(tmp_path) -> No
         assert await store.load(instance_id) == state(n)
 
 
+async def test_the_longest_valid_ids_are_kept(store) -> None:
+    for n, instance_id in enumerate(LONGEST_IDS):
+        assert len(instance_id) == 1000 and len(instance_id.encode()) == 1000 * (1 + 3 * n)
+        await store.save(instance_id, state(n))
+        await store.save(instance_id, state(n + 10))  # saved again: found by its key
+    for n, instance_id in enumerate(LONGEST_IDS):
+        assert await store.load(instance_id) == state(n + 10)
+
+
+@pytest.mark.parametrize(("instance_id", "rule"), BAD_IDS)
+async def test_invalid_ids_are_refused_naming_the_id_and_the_rule(log, instance_id, rule) -> None:
+    """Our stores (a user's own store gets only ids the runtime checked)."""
+    with pytest.raises(ValueError, match=rule) as raised:
+        await log.save(instance_id, state(1))
+    assert repr(instance_id)[:40] in str(raised.value)
+    assert len(str(raised.value)) < 300  # a long id is shown truncated
+    assert await log.load(instance_id) is None
+
+
+# --- creating an instance (what Client.start and start_child do) -------------------------------
+def started(arguments: bytes, program: str = "m:main") -> dict[str, Any]:
+    """The state a start saves: its first frame holds the arguments."""
+    return state(0, program=program, frames=[arguments])
+
+
+async def test_create_makes_an_instance_once_and_compares_later_starts(log) -> None:
+    assert await log.create("i", started(b"args"))
+    assert not await log.create("i", started(b"args"))  # the same start: its handle
+    with pytest.raises(InstanceExistsError, match="'i' exists already and it runs m:main, not "
+                                                  "m:other") as raised:
+        await log.create("i", started(b"args", program="m:other"))
+    assert raised.value.differs == "program"
+    with pytest.raises(InstanceExistsError, match="other arguments") as raised:
+        await log.create("i", started(b"other args"))
+    assert raised.value.differs == "arguments"
+    await log.save("i", state(5, program="m:main"))  # runs on: later saves keep the digest
+    assert not await log.create("i", started(b"args"))
+    with pytest.raises(InstanceExistsError, match="other arguments"):
+        await log.create("i", started(b"other args"))
+    assert await log.load("i") == state(5, program="m:main")
+    for instance_id, rule in BAD_IDS:
+        with pytest.raises(ValueError, match=rule):
+            await log.create(instance_id, started(b"args"))
+
+
+async def test_concurrent_creates_on_disk_create_once(tmp_path) -> None:
+    """Two store objects (as two processes have), each in a thread of its own."""
+    stores = [DiskStateStore(tmp_path), DiskStateStore(tmp_path)]
+
+    def create(k: int, barrier: threading.Barrier, instance_id: str, arguments: bytes) -> Any:
+        barrier.wait()
+        try:
+            return asyncio.run(stores[k].create(instance_id, started(arguments)))
+        except InstanceExistsError as error:
+            return error
+    for n in range(20):
+        barrier = threading.Barrier(2)
+        arguments = [b"same", b"same" if n % 2 else b"other"]
+        outcomes = await asyncio.gather(*(asyncio.to_thread(create, k, barrier, f"i{n}",
+                                                            arguments[k]) for k in range(2)))
+        assert outcomes.count(True) == 1, outcomes
+        [other] = [o for o in outcomes if o is not True]
+        assert other is False if n % 2 else isinstance(other, InstanceExistsError), outcomes
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file
+
+
+# --- size limits -------------------------------------------------------------------------------
+@pytest.fixture(params=["memory", "disk", "sqlite", "postgres"])
+async def small(request, tmp_path):
+    """A store of each kind with small limits: 10,000 bytes of state, 1,000 of payload."""
+    limits = {"max_state_bytes": 10_000, "max_payload_bytes": 1_000}
+    if request.param == "memory":
+        opened = InMemoryStateStore(**limits)
+    elif request.param == "disk":
+        opened = DiskStateStore(tmp_path / "store", **limits)
+    elif request.param == "sqlite":
+        opened = SqliteStateStore(tmp_path / "durable.db", **limits)
+    else:
+        from durable.stores.postgres import PostgresStateStore
+        opened = PostgresStateStore(request.getfixturevalue("postgres_dsn"), **limits)
+    yield opened
+    if hasattr(opened, "close"):
+        await opened.close()
+
+
+async def test_a_state_over_the_limit_is_refused_and_the_previous_state_stays(small) -> None:
+    await small.save("big", state(1, items=[b"x" * 9_000]))
+    with pytest.raises(TooLargeError, match=r"state of instance 'big' is 2\d,\d{3} bytes, over "
+                                            r"the store's limit of 10,000 bytes \(max_state_bytes\)"):
+        await small.save("big", state(2, items=[b"x" * 20_000]))
+    assert await small.load("big") == state(1, items=[b"x" * 9_000])
+    with pytest.raises(TooLargeError, match="'new'"):
+        await small.save("new", state(2, items=[b"x" * 20_000]))
+    assert await small.load("new") is None
+
+
+async def test_a_payload_over_the_limit_is_refused(small) -> None:
+    await small.save("i", state(1))
+    kept = small.append_event("i", "go", b"p" * 1_000)
+    with pytest.raises(TooLargeError, match=r"payload of instance 'i' is 1,001 bytes, over the "
+                                            r"store's limit of 1,000 bytes \(max_payload_bytes\)"):
+        small.append_event("i", "go", b"p" * 1_001)
+    assert await small.events("i") == [(kept, "go")]
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk", "sqlite"])
+def test_limits_must_be_positive(kind, tmp_path) -> None:
+    make = {"memory": lambda **k: InMemoryStateStore(**k),
+            "disk": lambda **k: DiskStateStore(tmp_path, **k),
+            "sqlite": lambda **k: SqliteStateStore(tmp_path / "d.db", **k)}[kind]
+    with pytest.raises(ValueError, match="max_state_bytes must be a positive number"):
+        make(max_state_bytes=0)
+    with pytest.raises(ValueError, match="max_payload_bytes must be a positive number"):
+        make(max_payload_bytes=-1)
+
+
 # --- stores that are event logs ---------------------------------------------------------------
-async def test_events_come_back_in_publish_order(log) -> None:
+@pytest.fixture
+async def log_of_i(log):
+    """An event log with instances "i" and "j" saved: events go only to instances that exist."""
+    await log.save("i", state(0))
+    await log.save("j", state(0))
+    return log
+
+
+async def test_events_to_an_unknown_instance_are_refused(log) -> None:
+    with pytest.raises(UnknownInstanceError, match="'nobody'"):
+        log.append_event("nobody", "go")
+    assert await log.events("nobody") == []
+    with pytest.raises(UnknownInstanceError, match="'nobody'"):
+        DurableBackend(log).publish_event("nobody", "go")
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "terminated"])
+async def test_events_to_an_ended_instance_are_refused(log, status) -> None:
+    await log.save("i", state(1, status="paused", waiting_for="go"))
+    log.append_event("i", "go")
+    await log.save("i", state(2, status=status))
+    shown = {"completed": "finished"}.get(status, status)
+    with pytest.raises(InstanceEndedError, match=f"instance 'i' has ended \\({shown}\\)"):
+        log.append_event("i", "go")
+    with pytest.raises(InstanceEndedError):
+        DurableBackend(log).publish_event("i", "go", {"late": True})
+    assert [name for _, name in await log.events("i")] == ["go"]  # only the one before
+
+
+async def test_events_to_invalid_ids_are_refused(log) -> None:
+    for instance_id, rule in BAD_IDS:
+        with pytest.raises(ValueError, match=rule):
+            log.append_event(instance_id, "go")
+
+
+async def test_events_of_the_longest_ids(log) -> None:
+    for instance_id in LONGEST_IDS:
+        await log.save(instance_id, state(1))
+        event_id = log.append_event(instance_id, "go", b"payload")
+        assert await log.events(instance_id) == [(event_id, "go")]
+        assert await log.payload(instance_id, event_id) == b"payload"
+        await log.save(instance_id, state(2, consumed_events=[event_id]))
+        assert await log.events(instance_id) == []
+
+
+async def test_events_come_back_in_publish_order(log_of_i) -> None:
+    log = log_of_i
     names = [f"e{n % 7}" for n in range(40)]
     ids = [log.append_event("i", name) for name in names]
     assert len(set(ids)) == len(ids)
@@ -162,14 +338,16 @@ async def test_events_come_back_in_publish_order(log) -> None:
     assert await log.events("other") == []
 
 
-async def test_event_names_come_back_unchanged(log) -> None:
+async def test_event_names_come_back_unchanged(log_of_i) -> None:
+    log = log_of_i
     names = ["", "ünï ☃ 日本", "with space", "a/b", "line\nbreak", "cr\rlf\r\n", "tab\t", "x" * 3000]
     for name in names:
         log.append_event("i", name)
     assert [name for _, name in await log.events("i")] == names
 
 
-async def test_consumed_events_disappear_when_the_state_is_saved(log) -> None:
+async def test_consumed_events_disappear_when_the_state_is_saved(log_of_i) -> None:
+    log = log_of_i
     ids = [log.append_event("i", f"e{n}") for n in range(5)]
     other = log.append_event("j", "e1")
     await log.save("i", state(1, consumed_events=[ids[1], ids[3]]))
@@ -181,7 +359,8 @@ async def test_consumed_events_disappear_when_the_state_is_saved(log) -> None:
     assert await log.load("i") == state(2)
 
 
-async def test_events_published_after_a_save_are_kept(log) -> None:
+async def test_events_published_after_a_save_are_kept(log_of_i) -> None:
+    log = log_of_i
     first = log.append_event("i", "go")
     await log.save("i", state(1, consumed_events=[first]))
     second = log.append_event("i", "go")
@@ -190,7 +369,8 @@ async def test_events_published_after_a_save_are_kept(log) -> None:
     assert await log.events("i") == [(second, "go")]
 
 
-async def test_payloads_come_back_with_their_event(log) -> None:
+async def test_payloads_come_back_with_their_event(log_of_i) -> None:
+    log = log_of_i
     plain = log.append_event("i", "go")
     blob = bytes(range(256)) * 40
     carrying = log.append_event("i", "go", blob)
@@ -283,9 +463,10 @@ async def test_process_dying_mid_save_leaves_the_old_state(tmp_path) -> None:
 
 async def test_process_dying_mid_publish_leaves_no_event(tmp_path) -> None:
     proc = run_python("""
-        import os, sys
+        import asyncio, os, sys
         from durable.stores import disk
         store = disk.DiskStateStore(sys.argv[1])
+        asyncio.run(store.save("i", {"status": "running"}))
         store.append_event("i", "first")
         disk.os.replace = lambda *a: os._exit(42)
         store.append_event("i", "second")
@@ -296,6 +477,7 @@ async def test_process_dying_mid_publish_leaves_no_event(tmp_path) -> None:
 
 async def test_failed_publish_raises_and_leaves_nothing(tmp_path, monkeypatch) -> None:
     store = DiskStateStore(tmp_path)
+    await store.save("i", state(1))
     store.append_event("i", "first")
 
     def broken_replace(source, destination):
@@ -313,6 +495,7 @@ async def test_deletion_of_consumed_events_interrupted_by_a_crash_is_finished(tm
     """A real process dies after the state naming consumed events is saved, at the first
     file deletion (of those events)."""
     store = DiskStateStore(tmp_path)
+    await store.save("i", state(1))
     consumed_id = store.append_event("i", "go")
     kept_id = store.append_event("i", "go")
     proc = run_python("""
@@ -335,6 +518,7 @@ async def test_deletion_of_consumed_events_interrupted_by_a_crash_is_finished(tm
 async def test_disk_events_keep_publish_order_when_the_clock_does_not_advance(tmp_path, monkeypatch) -> None:
     """Coarse clocks (or a clock stepped back) must not reorder events of one publisher."""
     store = DiskStateStore(tmp_path)
+    await store.save("i", state(1))
     monkeypatch.setattr(disk_module.time, "time_ns", lambda: 1_700_000_000_000_000_000)
     names = [f"e{n}" for n in range(12)]
     for name in names:
@@ -351,6 +535,7 @@ async def test_disk_event_names_do_not_depend_on_the_locale(tmp_path) -> None:
         assert locale.getpreferredencoding(False).lower() not in ("utf-8", "utf8")
         store = DiskStateStore(sys.argv[1])
         if sys.argv[2] == "publish":
+            asyncio.run(store.save("i", {"status": "running"}))
             store.append_event("i", "genehmigt-\\u00fc-\\u2603")
         else:
             print(ascii([name for _, name in asyncio.run(store.events("i"))]))
@@ -413,11 +598,19 @@ async def test_publish_from_another_process_reaches_the_instance(url, resume_wit
     assert await open_store(url).events("order/1") == []  # consumed
 
 
+async def created(backend: DurableBackend, instance_id: str, *args: Any) -> None:
+    """Save the state a fresh start saves, without running anything (as ``Client.start``
+    does): the instance exists, and waits for nothing yet."""
+    runtime = DurableRuntime(approval, backend, instance_id)
+    await backend.save_state(instance_id, runtime.initial_state(*args))
+
+
 async def test_event_published_by_another_process_before_the_instance_waits_is_kept(url) -> None:
     SIDE_EFFECTS.clear()
+    backend = DurableBackend(open_store(url))
+    await created(backend, "order-2", "o-2")
     proc = run_python(PUBLISH, url, "order-2", "approved")
     assert proc.returncode == 0, proc.stderr
-    backend = DurableBackend(open_store(url))
     assert await approval("o-2", orchestration_backend=backend, instance_id="order-2") == "o-2 shipped"
     assert SIDE_EFFECTS == ["before o-2", "after o-2"]
     assert await backend.state_store.events("order-2") == []
@@ -426,6 +619,7 @@ async def test_event_published_by_another_process_before_the_instance_waits_is_k
 async def test_event_published_before_the_instance_waits_is_kept(log) -> None:
     SIDE_EFFECTS.clear()
     backend = DurableBackend(log)
+    await created(backend, "order-3", "o-3")
     backend.publish_event("order-3", "approved")
     backend.publish_event("order-3", "unrelated")
     assert await approval("o-3", orchestration_backend=backend, instance_id="order-3") == "o-3 shipped"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .. import serialization
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import Cancelled, IncompatibleStateError
+from ..ids import check_instance_id
 from . import envelope
 from .fibers import Checkpoints, Fiber
 from .migration import Restoring
@@ -38,7 +39,8 @@ class DurableRuntime(Trampoline, Scheduler, Saving):
                  instance_id: str | None = None, *, save_every_await: bool = False) -> None:
         self.program = program
         self.backend = backend
-        self.instance_id = instance_id or str(uuid.uuid4())
+        self.instance_id = str(uuid.uuid4()) if instance_id is None else check_instance_id(
+            instance_id)
         self.save_every_await = save_every_await
         self.clock: Clock = getattr(backend, "clock", None) or SYSTEM_CLOCK
         self.root = Fiber(self, 0, CallStack(), None)  # the main fiber

@@ -7,12 +7,13 @@ state that cannot be pickled names the variable that could not.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from typing import Any
 
 from .. import serialization
-from ..errors import SerializationError
+from ..errors import InstanceEndedError, SerializationError
 from ..primitives.control import child_event
 from . import envelope
 from .outcomes import saveable_error
@@ -120,7 +121,8 @@ class Saving:
         process die before it tells)."""
         publish = getattr(self.backend, "publish_event", None)
         if self._parent is not None and publish is not None:
-            publish(self._parent, child_event(self.instance_id))
+            with contextlib.suppress(InstanceEndedError):  # the parent ended first: nobody waits
+                publish(self._parent, child_event(self.instance_id))
 
     def _unsaveable(self, error: Exception) -> SerializationError:
         """Name the variable that could not be saved."""

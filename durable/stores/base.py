@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InstanceEndedError, InstanceExistsError, TooLargeError, UnknownInstanceError
+
 State = dict[str, Any]
+
+DEFAULT_MAX_STATE_BYTES = 64 * 2**20  # a pickled state
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 2**20  # a pickled event payload
 
 
 class StateStore(ABC):
@@ -39,7 +45,9 @@ class EventLog(ABC):
 
     @abstractmethod
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
-        """Persist a published event; return its id. Durable once it returns."""
+        """Persist a published event; return its id. Durable once it returns. Our stores refuse
+        an event nothing could consume: ``UnknownInstanceError`` if no state of the instance was
+        saved, ``InstanceEndedError`` if it has ended."""
 
     @abstractmethod
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
@@ -63,6 +71,75 @@ ENDED = (FINISHED, FAILED, TERMINATED)
 def status_of(state: State) -> str:
     """The status a client sees for a saved state (its envelope says paused, we say waiting)."""
     return _BY_ENVELOPE[state["status"]]
+
+
+def event_status(state: State | None) -> str | None:
+    """What an event to this state meets: None (no instance), or its status as a client sees
+    it; a state of another shape (saved by a user through ``save``) counts as running."""
+    if state is None:
+        return None
+    return _BY_ENVELOPE.get(state.get("status"), RUNNING) if isinstance(state, dict) else RUNNING
+
+
+def receivable(instance_id: str, status: str | None, event: str, where: str) -> None:
+    """Refuse an event for an instance that does not exist (``status`` None) or has ended
+    (``status`` as a client sees it): it would be kept for ever, consumed by nothing."""
+    if status is None:
+        raise UnknownInstanceError(instance_id, where)
+    if status in ENDED:
+        raise InstanceEndedError(instance_id, status, event)
+
+
+def start_digest(state: State) -> str:
+    """What a start was asked to run, as a short digest: the pickled first frame holds the
+    arguments as the start bound them (defaults applied), so equal starts have equal digests.
+    Stored with the instance when it is created; compared without unpickling anything."""
+    digest = hashlib.sha256()
+    for blob in state.get("frames") or ():
+        digest.update(len(blob).to_bytes(8, "big"))
+        digest.update(blob)
+    return digest.hexdigest()
+
+
+def same_start(instance_id: str, program: str, digest: str | None, state: State) -> None:
+    """A start of an existing instance is its handle only if it asks for the same program with
+    the same arguments; else ``InstanceExistsError`` says which differs. An instance saved
+    without a digest (by a release before digests, or by a program call) is compared by its
+    program alone."""
+    requested = state.get("program", "")
+    if program != requested:
+        raise InstanceExistsError(instance_id, "program", program, requested)
+    if digest is not None and digest != start_digest(state):
+        raise InstanceExistsError(instance_id, "arguments", program, requested)
+
+
+class Limits:
+    """The sizes a store refuses to write, checked before anything is written (so a state over
+    the limit leaves the previous one in place): ``max_state_bytes`` of a pickled state,
+    ``max_payload_bytes`` of an event's pickled payload."""
+
+    max_state_bytes = DEFAULT_MAX_STATE_BYTES
+    max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
+
+    def _set_limits(self, max_state_bytes: int, max_payload_bytes: int) -> None:
+        for name, value in (("max_state_bytes", max_state_bytes),
+                            ("max_payload_bytes", max_payload_bytes)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of bytes, got {value!r}")
+        self.max_state_bytes = max_state_bytes
+        self.max_payload_bytes = max_payload_bytes
+
+    def _sized_state(self, instance_id: str, blob: bytes) -> bytes:
+        if len(blob) > self.max_state_bytes:
+            raise TooLargeError(instance_id, "the state", len(blob), self.max_state_bytes,
+                                "max_state_bytes")
+        return blob
+
+    def _sized_payload(self, instance_id: str, payload: bytes | None) -> bytes | None:
+        if payload is not None and len(payload) > self.max_payload_bytes:
+            raise TooLargeError(instance_id, "an event payload", len(payload),
+                                self.max_payload_bytes, "max_payload_bytes")
+        return payload
 
 
 @dataclass(frozen=True)
@@ -127,11 +204,14 @@ class InstanceStore(StateStore, EventLog):
 
     @abstractmethod
     async def create(self, instance_id: str, state: State) -> bool:
-        """Insert a new instance unless the id exists; True if this call created it."""
+        """Insert a new instance unless the id exists; True if this call created it. An
+        existing instance started with another program or other arguments (``start_digest``)
+        raises ``InstanceExistsError``; the comparison is atomic with the insert."""
 
     @abstractmethod
     async def publish(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
-        """``append_event`` for async callers; wakes workers waiting for work."""
+        """``append_event`` for async callers (refused alike for an unknown or ended instance);
+        wakes workers waiting for work."""
 
     @abstractmethod
     async def claim(self, owner: str, programs: Collection[str], limit: int,

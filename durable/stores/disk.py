@@ -3,13 +3,16 @@
 A save writes a temporary file, fsyncs it, renames it over the old one and
 fsyncs the directory: a crash at any moment leaves either the old state or
 the new one, never a mix. Each published event is its own file (written the
-same way), so a publish from another process never races a save.
+same way), so a publish from another process never races a save. A publish
+reads only the status at the head of the state file: events go only to an
+instance that exists and has not ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import pickle
 import time
@@ -17,13 +20,32 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-from .base import EventLog, State, StateStore, consumed
+from ..ids import check_instance_id
+from .base import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_STATE_BYTES,
+    EventLog,
+    Limits,
+    State,
+    StateStore,
+    consumed,
+    event_status,
+    receivable,
+    same_start,
+    start_digest,
+)
 
 
-class DiskStateStore(StateStore, EventLog):
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+class DiskStateStore(Limits, StateStore, EventLog):
+    def __init__(self, path: str | os.PathLike[str], *,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        self._set_limits(max_state_bytes, max_payload_bytes)
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"DiskStateStore({str(self.path)!r})"
 
     async def load(self, instance_id: str) -> State | None:
         return await asyncio.to_thread(self._load, instance_id)
@@ -31,14 +53,25 @@ class DiskStateStore(StateStore, EventLog):
     async def save(self, instance_id: str, state: State) -> None:
         await asyncio.to_thread(self._save, instance_id, state)
 
+    async def create(self, instance_id: str, state: State) -> bool:
+        """Save ``state`` unless the instance exists, as ``InstanceStore.create`` does (True if
+        this call created it; an existing instance started otherwise raises
+        ``InstanceExistsError``). Atomic across processes: the file is linked into place only
+        if none is there."""
+        return await asyncio.to_thread(self._create, instance_id, state)
+
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
+        check_instance_id(instance_id)
+        header = self._read_header(instance_id)
+        receivable(instance_id, None if header is None else header[0], event, repr(self))
+        data = pickle.dumps((event, self._sized_payload(instance_id, payload)))
         directory = self._events_dir(instance_id)
         directory.mkdir(exist_ok=True)
         # Ordered by a number above every pending event's, so a clock that stands still or
         # steps back cannot reorder them; the random part keeps concurrent publishers apart.
         newest = max((int(name.split("-")[0]) for name in _event_files(directory)), default=0)
         event_id = f"{max(time.time_ns(), newest + 1):020d}-{uuid.uuid4().hex}"
-        _atomic_write(directory / event_id, pickle.dumps((event, payload)))
+        _atomic_write(directory / event_id, data)
         return event_id
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
@@ -59,11 +92,43 @@ class DiskStateStore(StateStore, EventLog):
             data = self._state_file(instance_id).read_bytes()
         except FileNotFoundError:
             return None
-        return pickle.loads(data)
+        stream = io.BytesIO(data)
+        first = pickle.load(stream)  # two pickles, each with its own memo: two loads
+        return pickle.load(stream) if _is_header(first) else first  # else written before headers
+
+    def _read_header(self, instance_id: str) -> tuple[str, str, str | None] | None:
+        """``(status, program, start digest)`` of the instance (its status as a client sees
+        it), None if there is none: read from the head of its file, without unpickling the
+        state (which may need modules this process lacks)."""
+        try:
+            with open(self._state_file(instance_id), "rb") as file:
+                first = pickle.load(file)
+        except FileNotFoundError:
+            return None
+        if _is_header(first):
+            return first[1:]
+        program = first.get("program", "") if isinstance(first, dict) else ""
+        return event_status(first) or "", program, None  # written before headers: the state
 
     def _save(self, instance_id: str, state: State) -> None:
-        _atomic_write(self._state_file(instance_id), pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        check_instance_id(instance_id)
+        blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        found = self._read_header(instance_id)
+        _atomic_write(self._state_file(instance_id), _header(state, found and found[2]), blob)
         self._discard(instance_id, consumed(state))
+
+    def _create(self, instance_id: str, state: State) -> bool:
+        check_instance_id(instance_id)
+        blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        try:
+            _atomic_write(self._state_file(instance_id), _header(state, start_digest(state)),
+                          blob, replace=False)
+        except FileExistsError:
+            found = self._read_header(instance_id)
+            assert found is not None  # states are never deleted
+            same_start(instance_id, found[1], found[2], state)
+            return False
+        return True
 
     def _events(self, instance_id: str) -> list[tuple[str, str]]:
         directory = self._events_dir(instance_id)
@@ -91,6 +156,21 @@ class DiskStateStore(StateStore, EventLog):
         return self.path / f"{_file_name(instance_id)}.events"
 
 
+# A state file is two pickles: a header, then the state. The header has what a publish and a
+# create need to know without unpickling the state: the status, the program, the digest of
+# the start that created the instance (kept by every later save).
+_HEADER = "durable state"
+
+
+def _header(state: State, digest: str | None) -> bytes:
+    header = (_HEADER, event_status(state), state.get("program", ""), digest)
+    return pickle.dumps(header, pickle.HIGHEST_PROTOCOL)
+
+
+def _is_header(first: object) -> bool:
+    return isinstance(first, tuple) and len(first) == 4 and first[0] == _HEADER
+
+
 def _event_files(directory: Path) -> list[str]:
     try:
         return [name for name in os.listdir(directory) if not name.startswith(".")]
@@ -106,14 +186,21 @@ def _file_name(instance_id: str) -> str:
     return "i-" + name
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, *chunks: bytes, replace: bool = True) -> None:
+    """Write ``path`` whole or not at all; without ``replace``, ``FileExistsError`` if it
+    exists (linked into place: the check and the write are one step)."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(temporary, "wb") as file:
-            file.write(data)
+            for data in chunks:
+                file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+            temporary.unlink()
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -6,11 +6,24 @@ import itertools
 import pickle
 from collections.abc import Collection
 
-from .base import EventLog, State, StateStore
+from ..ids import check_instance_id
+from .base import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_STATE_BYTES,
+    EventLog,
+    Limits,
+    State,
+    StateStore,
+    event_status,
+    receivable,
+    same_start,
+    start_digest,
+)
 
 
 class MemoryEventLog(EventLog):
-    """Events kept in this process's memory."""
+    """Events kept in this process's memory. Alone (``DurableBackend`` over a store that keeps
+    no events) it cannot see the instances, so it takes an event for any valid id."""
 
     def __init__(self) -> None:
         self._events: dict[str, list[tuple[str, str]]] = {}
@@ -18,6 +31,7 @@ class MemoryEventLog(EventLog):
         self._payloads: dict[str, bytes] = {}
 
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
+        check_instance_id(instance_id)
         event_id = f"{next(self._ids):012d}"
         self._events.setdefault(instance_id, []).append((event_id, event))
         if payload is not None:
@@ -38,23 +52,49 @@ class MemoryEventLog(EventLog):
                 self._payloads.pop(event_id, None)
 
 
-class InMemoryStateStore(StateStore, EventLog):
+class InMemoryStateStore(Limits, StateStore, EventLog):
     """Keeps every state serialised, so saved state never aliases live objects."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        self._set_limits(max_state_bytes, max_payload_bytes)
         self._states: dict[str, bytes] = {}
+        self._statuses: dict[str, str] = {}  # as a client sees them: is it there, has it ended?
+        self._digests: dict[str, str] = {}  # of the starts that created instances (create)
         self._log = MemoryEventLog()
+
+    def __repr__(self) -> str:
+        return "InMemoryStateStore()"
 
     async def load(self, instance_id: str) -> State | None:
         blob = self._states.get(instance_id)
         return None if blob is None else pickle.loads(blob)
 
     async def save(self, instance_id: str, state: State) -> None:
-        self._states[instance_id] = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+        if instance_id not in self._states:  # an id saved before was checked then
+            check_instance_id(instance_id)
+        blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        self._states[instance_id] = blob
+        self._statuses[instance_id] = event_status(state)
         self._log.discard(instance_id, state.get("consumed_events", ()))
 
+    async def create(self, instance_id: str, state: State) -> bool:
+        """Save ``state`` unless the instance exists, as ``InstanceStore.create`` does (True if
+        this call created it; an existing instance started otherwise raises
+        ``InstanceExistsError``). Nothing awaits between the look and the save: atomic."""
+        blob = self._states.get(instance_id)
+        if blob is not None:
+            program = pickle.loads(blob).get("program", "")
+            same_start(instance_id, program, self._digests.get(instance_id), state)
+            return False
+        await self.save(instance_id, state)
+        self._digests[instance_id] = start_digest(state)
+        return True
+
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
-        return self._log.append_event(instance_id, event, payload)
+        check_instance_id(instance_id)
+        receivable(instance_id, self._statuses.get(instance_id), event, repr(self))
+        return self._log.append_event(instance_id, event, self._sized_payload(instance_id, payload))
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         return await self._log.events(instance_id)

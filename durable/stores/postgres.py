@@ -25,9 +25,10 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.types.string import StrDumperUnknown, TextLoader
+from psycopg.types.string import StrDumperUnknown, TextBinaryLoader, TextLoader
 
 from ..errors import StoreError, StoreURLError
+from .base import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_STATE_BYTES
 from .sql import Dialect, SqlStore
 from .sql.connections import close_quietly
 from .sql.dialect import pyformat
@@ -48,6 +49,9 @@ class PostgresDialect(Dialect):
         if statements:
             connection.execute("; ".join(statements))
 
+    def read_blobs(self, connection: Any, sql: str, params: Any) -> Any:
+        return connection.execute(sql, params, binary=True)
+
     def member(self, value: str, names: str) -> str:
         return f"{value} = ANY({names})"
 
@@ -62,6 +66,13 @@ class PostgresDialect(Dialect):
 POSTGRES = PostgresDialect(
     blob="bytea", real="double precision", int64="bigint", boolean="boolean", false="false",
     names="text[]", event_key="bigserial PRIMARY KEY",
+    # A btree index row holds about 2,700 bytes, less than the longest valid id: ids are kept
+    # unique, and found, by a hash index (an exclusion constraint: ON CONFLICT DO NOTHING
+    # takes it as its arbiter).
+    unique_ids="ALTER TABLE durable_instances DROP CONSTRAINT durable_instances_pkey,"
+               " ADD CONSTRAINT durable_instances_unique_id EXCLUDE USING hash (id WITH =)",
+    events_by_instance="DROP INDEX durable_events_by_instance; CREATE INDEX"
+                       " durable_events_by_instance ON durable_events USING hash (instance_id)",
     now="extract(epoch FROM statement_timestamp())::float8",
     begin="BEGIN", lock_rows=" FOR UPDATE SKIP LOCKED", lock_row=" FOR UPDATE",
     schema_lock=f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",
@@ -74,7 +85,9 @@ class PostgresStateStore(SqlStore):
 
     dialect = POSTGRES
 
-    def __init__(self, dsn: str, *, readers: int = 8, connect_timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, readers: int = 8, connect_timeout: float = 5.0,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         try:
             params = conninfo_to_dict(dsn)
         except psycopg.Error as error:
@@ -86,7 +99,8 @@ class PostgresStateStore(SqlStore):
         self.conninfo = dsn if "connect_timeout" in params else make_conninfo(
             dsn, connect_timeout=max(1, round(connect_timeout)))
         self._listener: _Listener | None = None
-        super().__init__(_describe(params), readers=readers)
+        super().__init__(_describe(params), readers=readers, max_state_bytes=max_state_bytes,
+                         max_payload_bytes=max_payload_bytes)
 
     def __repr__(self) -> str:
         return self._repr
@@ -95,6 +109,7 @@ class PostgresStateStore(SqlStore):
         connection = psycopg.Connection.connect(self.conninfo, autocommit=True)
         connection.adapters.register_dumper(str, _NulSafeDumper)
         connection.adapters.register_loader("text", _NulSafeLoader)
+        connection.adapters.register_loader("text", _NulSafeBinaryLoader)  # rows read in binary
         return connection
 
     def _clean(self, text: str) -> str:
@@ -191,6 +206,11 @@ class _NulSafeDumper(StrDumperUnknown):
 
 
 class _NulSafeLoader(TextLoader):
+    def load(self, data: Any) -> Any:
+        return _untext(super().load(data))
+
+
+class _NulSafeBinaryLoader(TextBinaryLoader):
     def load(self, data: Any) -> Any:
         return _untext(super().load(data))
 

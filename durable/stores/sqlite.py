@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from .base import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_STATE_BYTES
 from .sql import Dialect, SqlStore
 
 _OLDEST = (3, 35)  # RETURNING, MATERIALIZED
@@ -36,6 +37,7 @@ class SqliteDialect(Dialect):
 SQLITE = SqliteDialect(
     blob="BLOB", real="REAL", int64="INTEGER", boolean="INTEGER", false="0", names="TEXT",
     event_key="INTEGER PRIMARY KEY AUTOINCREMENT",
+    unique_ids="", events_by_instance="",  # SQLite's index rows hold keys of any length
     now="durable_now()",  # this machine's clock: every process of the store runs on it
     begin="BEGIN IMMEDIATE", lock_rows="", lock_row="",  # a write transaction holds the file
     schema_lock=None, announce=None, errors=(sqlite3.Error,), many_writers=False)
@@ -50,7 +52,9 @@ class SqliteStateStore(SqlStore):
     dialect = SQLITE
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
-                 busy_timeout: float = 30.0, poll_interval: float = 0.01, readers: int = 4) -> None:
+                 busy_timeout: float = 30.0, poll_interval: float = 0.01, readers: int = 4,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         if sqlite3.sqlite_version_info < _OLDEST:
             raise StoreError(f"the SQLite store needs SQLite {'.'.join(map(str, _OLDEST))} or "
                              f"newer; this Python has {sqlite3.sqlite_version}")
@@ -58,7 +62,8 @@ class SqliteStateStore(SqlStore):
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval  # the longest between two looks at data_version
-        super().__init__(f"SQLite database {str(self.path)!r}", readers=readers)
+        super().__init__(f"SQLite database {str(self.path)!r}", readers=readers,
+                         max_state_bytes=max_state_bytes, max_payload_bytes=max_payload_bytes)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The file (in WAL mode) and its schema are made before any other connection opens it;
         # that connection then serves the first reader.

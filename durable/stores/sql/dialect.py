@@ -27,6 +27,10 @@ class Dialect:
     false: str
     names: str  # a list of names, as ``list_value`` encodes it
     event_key: str  # the events table's key: an integer that grows with every insert
+    # Migration 6: make ids of every valid length unique, and index events by instance, where
+    # the first migrations' btree indexes cannot hold them (statements joined by "; ", or "").
+    unique_ids: str
+    events_by_instance: str
     # Words of statements.
     now: str  # the database's clock, in seconds since the epoch (a float)
     begin: str  # starts a transaction that writes
@@ -59,6 +63,12 @@ class Dialect:
         database can)."""
         for statement in statements:
             connection.execute(statement)
+
+    def read_blobs(self, connection: Any, sql: str, params: Any) -> Any:
+        """Run a statement whose rows carry large blobs (states, payloads). Where the driver
+        can, their rows come in binary: a blob arrives as itself, not as text twice its size
+        (held twice over while the driver reads it)."""
+        return connection.execute(sql, params)
 
     def member(self, value: str, names: str) -> str:
         """SQL: ``value`` is one of the list ``names`` (a parameter or a column)."""

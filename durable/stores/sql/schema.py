@@ -70,6 +70,14 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE durable_instances ADD COLUMN blocked TEXT",
         "ALTER TABLE durable_instances ADD COLUMN blocked_by TEXT",
     ],
+    [  # 5: what the start that created an instance asked for (base.start_digest)
+        "ALTER TABLE durable_instances ADD COLUMN start_digest TEXT",
+    ],
+    [  # 6: keys that hold every valid id (up to 4,000 bytes of UTF-8) where an index row
+        # cannot (a dialect's statements; none for SQLite)
+        "{d.unique_ids}",
+        "{d.events_by_instance}",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -88,7 +96,8 @@ def migrate(connection: Any, d: Dialect, where: str) -> None:
                              f"durable knows up to {SCHEMA_VERSION}")
         for statements in MIGRATIONS[version:]:
             for statement in statements:
-                connection.execute(statement.format(d=d))
+                if sql := statement.format(d=d):  # a dialect may have nothing to do
+                    connection.execute(sql)
         if row is None:
             connection.execute(d.render("INSERT INTO durable_schema (version) VALUES (:version)"),
                                {"version": SCHEMA_VERSION})

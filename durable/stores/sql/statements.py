@@ -49,17 +49,19 @@ class Statements:
                                " ORDER BY created_at DESC, id LIMIT :limit")
         columns = "program, status, waiting_for, wake_at, waits, state, code, positions"
         values = ":program, :status, :waiting_for, :wake_at, :waits, :state, :code, :positions"
+        # ON CONFLICT with no target: PostgreSQL keeps ids unique by an exclusion constraint.
         self.create = sql(f"""
-            INSERT INTO durable_instances (id, {columns}, created_at, updated_at)
-            VALUES (:id, {values}, {d.now}, {d.now}) ON CONFLICT (id) DO NOTHING""")
+            INSERT INTO durable_instances (id, {columns}, start_digest, created_at, updated_at)
+            VALUES (:id, {values}, :start_digest, {d.now}, {d.now}) ON CONFLICT DO NOTHING""")
+        self.started = sql("SELECT program, start_digest FROM durable_instances WHERE id = :id")
+        # A save: this update, else a create (else the update again, when another transaction
+        # created the instance meanwhile).
         self.save = sql(f"""
-            INSERT INTO durable_instances (id, {columns}, created_at, updated_at)
-            VALUES (:id, {values}, {d.now}, {d.now})
-            ON CONFLICT (id) DO UPDATE SET program = excluded.program, status = excluded.status,
-                waiting_for = excluded.waiting_for, wake_at = excluded.wake_at,
-                waits = excluded.waits, state = excluded.state, updated_at = excluded.updated_at,
-                code = excluded.code, positions = excluded.positions, blocked = NULL,
-                blocked_by = NULL""")
+            UPDATE durable_instances SET program = :program, status = :status,
+                waiting_for = :waiting_for, wake_at = :wake_at, waits = :waits, state = :state,
+                updated_at = {d.now}, code = :code, positions = :positions, blocked = NULL,
+                blocked_by = NULL
+            WHERE id = :id""")
         # A save that pauses or ends the run (:ends) gives the lease back.
         self.save_leased = sql(f"""
             UPDATE durable_instances SET status = :status, waiting_for = :waiting_for,
@@ -116,6 +118,9 @@ class Statements:
                          f" blocked = :reason, blocked_by = :owner WHERE {held}")
 
         # Events.
+        # Only to an instance that exists and has not ended (else nothing would consume it):
+        # its status is read, its row locked until the insert commits, in one transaction.
+        self.receiving = sql(f"SELECT status FROM durable_instances WHERE id = :id{d.lock_row}")
         self.publish = sql(f"""
             INSERT INTO durable_events (instance_id, name, payload, published_at)
             VALUES (:id, :name, :payload, {d.now})

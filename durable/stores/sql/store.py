@@ -28,16 +28,23 @@ from collections.abc import Callable, Collection
 from typing import Any, ClassVar, TypeVar
 
 from ...errors import IncompatibleStateError, LeaseLost, StoreError, UnknownInstanceError
+from ...ids import check_instance_id
 from ...waiting import wait_set
 from ..base import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_STATE_BYTES,
     ENDED,
     FAILED,
     RUNNING,
     InstanceInfo,
     InstanceStore,
     Lease,
+    Limits,
     State,
     consumed,
+    receivable,
+    same_start,
+    start_digest,
     status_of,
     terminated,
 )
@@ -57,13 +64,16 @@ def statements(dialect: Dialect) -> Statements:
     return Statements(dialect)
 
 
-class SqlStore(InstanceStore):
+class SqlStore(Limits, InstanceStore):
     dialect: ClassVar[Dialect]
 
-    def __init__(self, where: str, *, readers: int) -> None:
+    def __init__(self, where: str, *, readers: int,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         """``where`` names the database in messages (never with a password)."""
         if readers < 1:
             raise ValueError(f"readers must be at least 1, got {readers}")
+        self._set_limits(max_state_bytes, max_payload_bytes)
         self._where = where
         self.sql = statements(self.dialect)
         self._writer = GroupCommitWriter(where, self.dialect, self._open, self._failure,
@@ -108,14 +118,18 @@ class SqlStore(InstanceStore):
 
     # --- the seed interface ----------------------------------------------------------------------
     async def load(self, instance_id: str) -> State | None:
-        row = await self._query(lambda c: c.execute(self.sql.load, {"id": instance_id}).fetchone())
+        row = await self._query(lambda c: self.dialect.read_blobs(
+            c, self.sql.load, {"id": instance_id}).fetchone())
         return None if row is None else _loads(row[0], instance_id)
 
     async def save(self, instance_id: str, state: State) -> None:
-        columns, done = self._columns(instance_id, state), self._consumed(state)
+        columns = {**self._columns(instance_id, state), "start_digest": None}
+        done = self._consumed(state)
 
         def upsert(c: Connection) -> None:
-            c.execute(self.sql.save, columns)
+            if (c.execute(self.sql.save, columns).rowcount == 0
+                    and c.execute(self.sql.create, columns).rowcount == 0):
+                c.execute(self.sql.save, columns)  # another transaction created it meanwhile
             self._consume(c, instance_id, done)
         await self._write(instance_id, upsert, wakes=_ends_run(state))
 
@@ -123,16 +137,23 @@ class SqlStore(InstanceStore):
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         reply = ToThread()
         self._writer.submit(Write(instance_id, self._publish(instance_id, event, payload), reply,
-                                  wakes=True, atomic=True, announced=True))
+                                  wakes=True, atomic=False))
         return reply.future.result()
 
     async def publish(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         return await self._write(instance_id, self._publish(instance_id, event, payload),
-                                 wakes=True, atomic=True, announced=True)
+                                 wakes=True)
 
     def _publish(self, instance_id: str, event: str, payload: bytes | None) -> Operation[str]:
-        params = {"id": instance_id, "name": event, "payload": payload}
-        return lambda c: str(c.execute(self.sql.publish, params).fetchall()[0][0])
+        check_instance_id(instance_id)
+        params = {"id": instance_id, "name": event,
+                  "payload": self._sized_payload(instance_id, payload)}
+
+        def insert(c: Connection) -> str:
+            row = c.execute(self.sql.receiving, {"id": instance_id}).fetchone()
+            receivable(instance_id, None if row is None else row[0], event, self.where)
+            return str(c.execute(self.sql.publish, params).fetchall()[0][0])
+        return insert
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         rows = await self._query(lambda c: c.execute(self.sql.events, {"id": instance_id}).fetchall())
@@ -140,15 +161,23 @@ class SqlStore(InstanceStore):
 
     async def payload(self, instance_id: str, event_id: str) -> bytes | None:
         params = {"id": instance_id, "event": int(event_id)}
-        row = await self._query(lambda c: c.execute(self.sql.payload, params).fetchone())
+        row = await self._query(lambda c: self.dialect.read_blobs(
+            c, self.sql.payload, params).fetchone())
         return None if row is None else row[0]
 
     # --- instances -------------------------------------------------------------------------------
     async def create(self, instance_id: str, state: State) -> bool:
-        columns = self._columns(instance_id, state)
-        return await self._write(
-            instance_id, lambda c: c.execute(self.sql.create, columns).rowcount == 1, wakes=True,
-            atomic=True)
+        columns = {**self._columns(instance_id, state), "start_digest": start_digest(state)}
+
+        def insert(c: Connection) -> bool:
+            if c.execute(self.sql.create, columns).rowcount == 1:
+                return True
+            # It exists (committed: a concurrent insert of the id waited for it, and neither
+            # the program nor the digest changes afterwards): the same start, or refused.
+            program, digest = c.execute(self.sql.started, {"id": instance_id}).fetchone()
+            same_start(instance_id, program, digest, state)
+            return False
+        return await self._write(instance_id, insert, wakes=True)
 
     async def claim(self, owner: str, programs: Collection[str], limit: int,
                     lease_seconds: float, now: float | None = None, *,
@@ -163,7 +192,7 @@ class SqlStore(InstanceStore):
                   "refused_ids": listed(list(refused_ids))}
 
         def take(c: Connection) -> tuple[list[Any], list[Any]]:
-            rows = c.execute(self.sql.claim, params).fetchall()
+            rows = self.dialect.read_blobs(c, self.sql.claim, params).fetchall()
             if not rows:
                 return rows, []
             ids = self.dialect.list_value([row[0] for row in rows])
@@ -387,11 +416,13 @@ class SqlStore(InstanceStore):
     # --- rows ------------------------------------------------------------------------------------
     def _columns(self, instance_id: str, state: State) -> dict[str, Any]:
         """The columns a saved state sets."""
+        check_instance_id(instance_id)
+        blob = self._sized_state(instance_id, _dump(state))
         waits = state.get("waiting_events")
         positions = state.get("positions")
         return {"id": instance_id, "program": state.get("program", ""), "status": status_of(state),
                 "waiting_for": state.get("waiting_for"), "wake_at": state.get("wake_at"),
-                "waits": self.dialect.list_value(waits) if waits else None, "state": _dump(state),
+                "waits": self.dialect.list_value(waits) if waits else None, "state": blob,
                 "code": code_version(positions) if positions else None,
                 "positions": f"[{','.join(positions)}]" if positions else None}
 
