@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_multiprocess import _eventually
+from harness import eventually
 
 from durable import Client, open_store
 
@@ -123,7 +123,7 @@ async def paused_under_v1(client: Client, fleet: Workers, v1: Path, monkeypatch)
     async def all_waiting() -> bool:
         return len(await client.list(status="waiting", limit=INSTANCES + 1)) == INSTANCES
     fleet.start(v1)
-    await _eventually(all_waiting, 120)
+    await eventually(all_waiting, 120)
     return ids
 
 
@@ -136,7 +136,7 @@ async def finish(client: Client, fleet: Workers, victim: subprocess.Popen[str], 
                  survivor: Path) -> None:
     """SIGKILL ``victim`` once ``kill_after`` calls ran, start a worker of ``survivor`` in its
     place, and wait until every instance ended."""
-    await _eventually(lambda: fleet.finished_calls() >= kill_after, 120)
+    await eventually(lambda: fleet.finished_calls() >= kill_after, 120)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(timeout=30) == -signal.SIGKILL
     fleet.start(survivor)
@@ -145,7 +145,7 @@ async def finish(client: Client, fleet: Workers, victim: subprocess.Popen[str], 
         ended = [i for i in await client.list(limit=INSTANCES + 1)
                  if i.status in ("finished", "failed", "terminated")]
         return len(ended) == INSTANCES
-    await _eventually(all_ended, 180)
+    await eventually(all_ended, 180)
 
 
 async def ended_on(client: Client, fleet: Workers, ids: list[str], version: str, added: int) -> None:
@@ -170,7 +170,7 @@ async def test_a_change_that_cannot_move_leaves_every_instance_to_the_old_worker
 
         async def some_blocked() -> bool:
             return bool(await client.list(status="blocked"))
-        await _eventually(some_blocked, 60)
+        await eventually(some_blocked, 60)
         assert fleet.finished_calls() == 0  # it ran none of them
         v1_worker = fleet.start(v1)  # the old deployment, still running beside it
         await finish(client, fleet, v1_worker, INSTANCES // 3, v1)
