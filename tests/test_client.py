@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -82,6 +85,38 @@ async def test_start_is_idempotent_for_the_same_program_and_arguments(client, st
         assert await first.result(timeout=60) == 3
     assert not (await client.start(add, 1, 2, instance_id="same")).created  # ended: still it
     assert not client.handle("same").created
+
+
+_DIGEST_OF_A_START = """
+import sys
+from durable import make_durable
+from durable.runtime.runtime import DurableRuntime
+from durable.stores.base import start_digest
+from durable.backends import DurableBackend
+from durable.stores.memory import InMemoryStateStore
+
+async def greet(name, punctuation="!"):
+    return name + punctuation
+
+program = make_durable(greet)
+runtime = DurableRuntime(program, DurableBackend(InMemoryStateStore()), "same")
+print(start_digest(runtime.initial_state("Ada")))
+"""
+
+
+def test_the_same_start_has_the_same_digest_in_every_process(tmp_path) -> None:
+    """Two processes (a client retrying a start, two clients racing) must agree that a start
+    is the same one, whatever each process's string hash seed orders sets by."""
+    module = tmp_path / "digest_of_a_start.py"
+    module.write_text(_DIGEST_OF_A_START)
+    digests = set()
+    for seed in range(10):
+        done = subprocess.run([sys.executable, str(module)], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}, timeout=120,
+                              cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1, digests
 
 
 async def test_start_of_an_existing_id_with_other_arguments_or_program_is_refused(

@@ -100,5 +100,5 @@ def _code_block(block: Block, code: types.CodeType, live: frozenset[str],
         handler=(handler.target, handler.variable, handler.is_finally) if handler else None,
         handling=block.handling,
         point=point,
-        live=live,
+        live=tuple(sorted(live)),  # saved in this order: equal frames pickle to equal bytes
     )

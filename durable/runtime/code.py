@@ -38,7 +38,7 @@ class CodeBlock:
     handler: tuple[int, str, bool] | None
     handling: tuple[tuple[str, bool], ...]
     point: ResumePoint | None  # when this block is where a frame resumes
-    live: frozenset[str]
+    live: tuple[str, ...]
 
 
 @dataclass(frozen=True, eq=False)
