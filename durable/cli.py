@@ -37,6 +37,7 @@ from .errors import (
     StoreURLError,
     UnknownInstanceError,
 )
+from .ids import check_instance_id
 from .logs import FORMATS, configure_logging
 from .program import DurableProgram
 from .stores.base import STATUSES, InstanceInfo
@@ -109,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("arguments", nargs="?", metavar="JSON",
                        help="its arguments: a JSON array (positional), object (keywords) or "
                        f"any other JSON value (one argument); {_JSON_HELP}")
-    start.add_argument("--id", dest="instance_id", help="instance id (default: a new UUID)")
+    start.add_argument("--id", dest="instance_id", type=_instance_id,
+                       help="instance id (default: a new UUID)")
     start.set_defaults(command=_start, create=True)
 
     status = commands.add_parser("status", parents=[store], help="show an instance")
@@ -170,6 +172,17 @@ def _parser() -> argparse.ArgumentParser:
 
 _PROGRAMS_HELP = "module to import (a.b.c): all its programs; or one program, MODULE:NAME"
 _JSON_HELP = "@FILE reads it from a file, - from standard input"
+
+
+def _instance_id(text: str) -> str:
+    """A valid id, or a bad command line (exit 2) saying which rule it breaks."""
+    try:
+        return check_instance_id(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+_instance_id.__name__ = "instance id"  # argparse names the type in its messages
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -117,8 +117,9 @@ class Client:
                             f"got {type(program).__name__}")
         instance_id = str(uuid.uuid4()) if instance_id is None else check_instance_id(instance_id)
         runtime = DurableRuntime(program, DurableBackend(self.store), instance_id)
-        created = await self._ask(
-            self.store.create(instance_id, runtime.initial_state(*args, **kwargs)))
+        state = runtime.initial_state(*args, **kwargs)
+        state["start_digest"] = runtime.start_digest()
+        created = await self._ask(self.store.create(instance_id, state))
         return InstanceHandle(self, instance_id, created=created)
 
     def handle(self, instance_id: str) -> InstanceHandle:

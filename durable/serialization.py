@@ -18,6 +18,7 @@ the call stack can keep frames that share objects in one blob.
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib
 import io
 import pickle
@@ -550,3 +551,31 @@ def why_unpicklable(value: Any) -> BaseException | None:
     except Exception as error:
         return error
     return None
+
+
+class _CanonicalPickler(pickle._Pickler):  # type: ignore[misc]
+    """The pure-Python pickler with sets in a fixed order (by their items' own canonical
+    pickles): a set of strings iterates in an order each process's hash seed decides."""
+
+    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+
+    def _save_set(self, obj: set[Any] | frozenset[Any]) -> None:
+        self.save_reduce(type(obj), (sorted(obj, key=_canonical_bytes),), obj=obj)
+
+    dispatch[set] = _save_set
+    dispatch[frozenset] = _save_set
+
+
+def _canonical_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    _CanonicalPickler(buffer, PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def canonical_digest(obj: Any) -> str | None:
+    """A digest of ``obj`` that every process computes alike for equal plain data (sets
+    included), or None if it cannot be pickled that way (a lambda): what a start compares."""
+    try:
+        return hashlib.sha256(_canonical_bytes(obj)).hexdigest()
+    except Exception:
+        return None

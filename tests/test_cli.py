@@ -493,6 +493,10 @@ EXIT_CODES = [
     # A bad command line, told by argparse (its usage, exit 2).
     (("worker", "--store", "URL"), 2, ["usage:"]),
     (("start", "--store", "URL"), 2, ["usage:"]),
+    (("start", "cli_flows:compute", "1", "--id", "", "--store", "URL"), 2,
+     ["usage:", "must not be empty"]),
+    (("start", "cli_flows:compute", "1", "--id", "a\tb", "--store", "URL"), 2,
+     ["usage:", "control character"]),
     (("check", "--store", "URL"), 2, ["usage:"]),
     (("status", "--store", "URL"), 2, ["usage:"]),
     (("result", "known", "--timeout", "0", "--store", "URL"), 2, ["usage:"]),
@@ -557,8 +561,8 @@ async def test_exit_codes_are_the_documented_ones(modules, tmp_path, url, client
                  for previous, arg in zip(("", *args), args, strict=False))
     code, out, err = await durable(modules, tmp_path, *args)
     assert (code, out) == (expected, ""), err
-    if fragments == ["usage:"]:
-        assert "usage:" in err and "Traceback" not in err, err
+    if fragments[0] == "usage:":  # argparse's usage, then what was wrong
+        assert all(fragment in err for fragment in fragments) and "Traceback" not in err, err
     else:
         one_error_line(err, *fragments)
     assert [i.instance_id for i in await client.list()] == ["known"]

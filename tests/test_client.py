@@ -98,15 +98,22 @@ from durable.stores.memory import InMemoryStateStore
 async def greet(name, punctuation="!"):
     return name + punctuation
 
-program = make_durable(greet)
-runtime = DurableRuntime(program, DurableBackend(InMemoryStateStore()), "same")
-print(start_digest(runtime.initial_state("Ada")))
+async def tag(name, labels):
+    return name, labels
+
+for program, args in ((make_durable(greet), ("Ada",)),
+                      (make_durable(tag), ("Ada", {"red", "green", "blue", "cyan", "teal"}))):
+    runtime = DurableRuntime(program, DurableBackend(InMemoryStateStore()), "same")
+    state = runtime.initial_state(*args)  # as Client.start makes it
+    state["start_digest"] = runtime.start_digest()
+    print(start_digest(state))
 """
 
 
 def test_the_same_start_has_the_same_digest_in_every_process(tmp_path) -> None:
     """Two processes (a client retrying a start, two clients racing) must agree that a start
-    is the same one, whatever each process's string hash seed orders sets by."""
+    is the same one, whatever each process's string hash seed orders sets (and the frame's
+    variables) by."""
     module = tmp_path / "digest_of_a_start.py"
     module.write_text(_DIGEST_OF_A_START)
     digests = set()
@@ -115,7 +122,7 @@ def test_the_same_start_has_the_same_digest_in_every_process(tmp_path) -> None:
                               env={**os.environ, "PYTHONHASHSEED": str(seed)}, timeout=120,
                               cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        digests.add(done.stdout.strip())
+        digests.add(tuple(done.stdout.split()))
     assert len(digests) == 1, digests
 
 

@@ -100,6 +100,14 @@ class DurableRuntime(Trampoline, Scheduler, Saving):
         self.root.stack = CallStack([self.program.new_frame(args, kwargs)])
         return self._state(envelope.RUNNING)
 
+    def start_digest(self) -> str | None:
+        """What a second start of this id is compared by (``stores.base.start_digest``): the
+        program and the arguments its first frame was given, alike in every process (sets in a
+        fixed order); None if they cannot be digested so (the store hashes the frame then).
+        Made only by ``Client.start``: it costs a pure-Python pickling of the arguments."""
+        first = self.root.stack.frames[0]
+        return serialization.canonical_digest((self.program.key, first.saved_variables()[0]))
+
     def _load_fibers(self, state: dict[str, Any]) -> None:
         restoring = Restoring(self.instance_id, self.program.migrate, state.get("positions"))
         try:

@@ -91,9 +91,13 @@ def receivable(instance_id: str, status: str | None, event: str, where: str) -> 
 
 
 def start_digest(state: State) -> str:
-    """What a start was asked to run, as a short digest: the pickled first frame holds the
-    arguments as the start bound them (defaults applied), so equal starts have equal digests.
+    """What a start was asked to run, as a short digest of the arguments as the start bound
+    them (defaults applied), so equal starts have equal digests: the one the runtime made from
+    the arguments themselves (sets in a fixed order), else one of the pickled first frame.
     Stored with the instance when it is created; compared without unpickling anything."""
+    made = state.get("start_digest")
+    if made is not None:
+        return made
     digest = hashlib.sha256()
     for blob in state.get("frames") or ():
         digest.update(len(blob).to_bytes(8, "big"))
