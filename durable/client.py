@@ -89,8 +89,9 @@ class Client:
         """The store's answer to ``call`` (which may wait ``waits`` seconds by design), or a
         ``StoreError`` once it has not answered within ``timeout`` more: a client never hangs
         on a store that is down or unreachable."""
-        try:
-            return await asyncio.wait_for(call, self.timeout + waits)
+        try:  # not wait_for: on 3.11 it loses a cancellation that lands as the call answers
+            async with asyncio.timeout(self.timeout + waits):
+                return await call
         except TimeoutError:
             raise StoreError(f"{self.store.where} did not answer within {self.timeout:g} s "
                              "(is it down or unreachable?); a change asked for may still be "

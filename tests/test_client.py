@@ -347,3 +347,29 @@ async def test_a_call_fails_with_a_store_error_when_the_store_does_not_answer(st
         await asyncio.wait_for(client.status("t-1"), 60)  # a client that hangs fails the test
     with pytest.raises(ValueError, match="timeout"):
         Client(store, timeout=0)
+
+
+async def test_a_cancelled_call_stays_cancelled_when_the_store_answers_at_once(store) -> None:
+    """Cancelling a client call (Ctrl-C on `durable result --wait`) as the store answers
+    cancels it: the call's timeout must not swallow the cancellation, or a waiting caller
+    waits on for ever (asyncio.wait_for on 3.11 returned the answer instead)."""
+    client = Client(store)
+    await client.start(add, 1, 2, instance_id="c-1")
+    answer = store.info
+    waiting: asyncio.Task[None] | None = None
+
+    async def answers_as_it_is_cancelled(instance_id):
+        found = await answer(instance_id)
+        assert waiting is not None
+        waiting.cancel()  # lands while the call is answering
+        return found
+    store.info = answers_as_it_is_cancelled
+
+    async def wait_for_ever() -> None:
+        while True:
+            await client.status("c-1")
+            await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(wait_for_ever())
+    done, _ = await asyncio.wait([waiting], timeout=10)
+    assert done, "the cancellation was lost: the caller went on waiting"
+    assert waiting.cancelled()
