@@ -20,8 +20,9 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -56,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
     args = _parser().parse_args(argv)
     try:
-        return asyncio.run(args.command(args))
+        with _interrupts():
+            return asyncio.run(args.command(args))
     except KeyboardInterrupt:
         return 130
     except (UsageError, StoreURLError) as error:
@@ -65,6 +67,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(str(error), FAILED)
     except Exception as error:
         return _error(f"{type(error).__name__}: {error}", FAILED)
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt wherever the command stands, as in a plain Python
+    program. asyncio.run's own handler only cancels the main task, and a command waiting on a
+    store (``result --wait``) was seen, under load, to go on waiting when that cancellation was
+    lost. The worker installs its own graceful handlers over this one while it runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _error(message: str, code: int) -> int:
