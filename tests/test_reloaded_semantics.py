@@ -177,6 +177,95 @@ async def main():
     del y
 """)
 
+case("read_after_del_in_try_without_await", """
+async def main():
+    x = await nd(1)
+    del x
+    try:
+        return x
+    except UnboundLocalError as error:
+        return "caught", type(error).__name__, str(error), error.__context__
+""")
+
+case("read_after_del_in_with_without_await", """
+import contextlib
+
+async def main():
+    x = await nd(1)
+    del x
+    with contextlib.suppress(UnboundLocalError):
+        print(x)
+        return "not suppressed"
+    return "suppressed"
+""")
+
+case("read_after_del_in_except_star", """
+async def main():
+    x = await nd(1)
+    del x
+    try:
+        x += 1
+    except* UnboundLocalError as group:
+        caught = [type(e).__name__ for e in group.exceptions]
+    return caught
+""")
+
+case("unbound_in_native_loop_caught_each_time", """
+async def main():
+    seen = []
+    for i in range(await nd(3)):
+        try:
+            if i % 2:
+                value = i
+            seen.append(value)
+            del value
+        except UnboundLocalError as error:
+            seen.append((i, type(error).__name__, error.__context__))
+    return seen
+""")
+
+case("unbound_while_handling_keeps_context", """
+async def main():
+    y = await nd(1)
+    del y
+    try:
+        raise KeyError("k")
+    except KeyError:
+        try:
+            y
+        except UnboundLocalError as error:
+            return repr(error.__context__), error.__suppress_context__, error.__cause__
+""")
+
+case("nested_native_trys_convert_once", """
+async def main():
+    z = await nd(1)
+    del z
+    try:
+        try:
+            z
+        except ValueError:
+            return "wrong handler"
+        finally:
+            cleaned = True
+    except UnboundLocalError as error:
+        return type(error).__name__, repr(error.__context__), cleaned
+""")
+
+case("enclosing_free_variable_in_try_stays_name_error", """
+async def main():
+    def read():
+        return w
+    await nd(0)
+    try:
+        read()
+    except UnboundLocalError:
+        return "unbound local"
+    except NameError as error:
+        return type(error).__name__, str(error)
+    w = 1
+""")
+
 case("closure_free_variable_stays_name_error", """
 async def main():
     def read():

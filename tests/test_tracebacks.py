@@ -77,3 +77,26 @@ async def test_stored_error_carries_the_original_traceback(tmp_path) -> None:
     notes = "\n".join(getattr(again.value, "__notes__", []))
     assert "Traceback of the run that failed" in notes
     assert f'{module.__file__}", line' in notes and "y = 10 / x" in notes
+
+
+UNBOUND_IN_NATIVE_TRY = """
+async def main():
+    x = await nd(1)
+    del x
+    try:
+        print(x)
+    except UnboundLocalError as error:
+        return error
+"""
+
+
+async def test_unbound_local_in_a_native_try_points_at_the_read(tmp_path) -> None:
+    """The error is converted before the handlers run: its traceback ends at the line that
+    read the variable (after one entry for the ``try`` line, where the conversion raised it)."""
+    module = load_module(UNBOUND_IN_NATIVE_TRY, tmp_path, durable=True)
+    error = await make_durable(module.main)(
+        orchestration_backend=DurableBackend(InMemoryStateStore()), instance_id="i")
+    assert type(error) is UnboundLocalError
+    frames = traceback.extract_tb(error.__traceback__)
+    assert [(f.line, f.name) for f in frames] == [("try:", "main"), ("print(x)", "main")]
+    assert (frames[-1].colno, frames[-1].end_colno) == (14, 15)  # the caret under x

@@ -27,6 +27,7 @@ import libcst as cst
 from ..runtime.helpers import BLOCK_HELPERS
 from .emitter import Block
 from .source import FunctionSource
+from .unbound import convert_unbound_locals
 
 _FUTURE_FLAGS = 0
 for _feature in __future__.all_feature_names:
@@ -43,7 +44,8 @@ class GeneratedCode:
 
 
 def generate(source: FunctionSource, blocks: list[Block], labels: dict[int, int], prefix: str,
-             frame_variables: list[str], globals_: frozenset[str]) -> GeneratedCode:
+             frame_variables: list[str], globals_: frozenset[str],
+             local_names: frozenset[str]) -> GeneratedCode:
     helpers = [f"{prefix}{name}" for name in BLOCK_HELPERS]
     placeholder = f"{prefix}declarations"
     definitions = [_block_function(block, prefix, placeholder) for block in blocks]
@@ -58,6 +60,7 @@ def generate(source: FunctionSource, blocks: list[Block], labels: dict[int, int]
     text = _declare(cst.Module(body=[factory]).code, placeholder, set(frame_variables), globals_)
     text = re.sub(re.escape(prefix) + r"L(\d+)", lambda match: str(labels[int(match[1])]), text)
     tree = _positioned_ast(text, blocks, source)
+    convert_unbound_locals(tree.body[0].body[1:], prefix, local_names, source.filename)
     flags = source.code.co_flags & _FUTURE_FLAGS
     code = compile(tree, source.filename, "exec", flags=flags, dont_inherit=True)
     factory_code = _const_code(code, f"{prefix}factory")

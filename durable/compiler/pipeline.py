@@ -38,7 +38,7 @@ def compile_code(code: types.CodeType, globals_: dict[str, Any], *,
     blocks, labels = transformer.transform()
     temps = transformer.emitter.temps
     variables = sorted(scope.variables | set(temps) | set(code.co_freevars))
-    generated = generate(source, blocks, labels, prefix, variables, scope.globals)
+    generated = generate(source, blocks, labels, prefix, variables, scope.globals, scope.variables)
     live, captured = live_variables(blocks, generated.block_codes, set(variables))
     captured |= frozenset(code.co_freevars)  # shared with the enclosing scope
     saved = {b.pc: live[b.pc] | captured for b in blocks}

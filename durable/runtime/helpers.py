@@ -10,6 +10,7 @@ import builtins
 import operator
 import sys
 import types
+from collections.abc import Container
 from typing import Any
 
 from ..errors import PauseForEventException
@@ -120,6 +121,30 @@ def async_next(iterator: Any) -> Any:
     return _lookup_special(iterator, "__anext__")()
 
 
+_FREE_UNBOUND = "cannot access free variable '{}' where it is not associated with a value in enclosing scope"
+_LOCAL_UNBOUND = "cannot access local variable '{}' where it is not associated with a value"
+
+
+def unbound_local(error: BaseException, names: Container[str]) -> UnboundLocalError | None:
+    """The ``UnboundLocalError`` CPython raises where a block raised ``error``, else None.
+
+    A block holds the function's variables in closure cells, so the interpreter reports
+    an unbound one as a free variable (a ``NameError``); to the user's code they are
+    locals. Only an error raised in the block's own frame (its traceback has one entry),
+    for one of ``names`` (the function's own variables), is one of these: a closure's
+    unbound free variable, or a variable of an enclosing function, is a ``NameError`` in
+    plain Python too.
+    """
+    tb = error.__traceback__
+    name = getattr(error, "name", None)
+    if (error.__class__ is not NameError or tb is None or tb.tb_next is not None
+            or name not in names or str(error) != _FREE_UNBOUND.format(name)):
+        return None
+    local = UnboundLocalError(_LOCAL_UNBOUND.format(name))
+    local.__context__, local.__suppress_context__ = error.__context__, error.__suppress_context__
+    return local.with_traceback(tb)
+
+
 # Every name a block may use, without the prefix.
 BLOCK_HELPERS: dict[str, Any] = {
     "Thrown": Thrown,
@@ -140,6 +165,8 @@ BLOCK_HELPERS: dict[str, Any] = {
     "aenter": enter_async_with,
     "exc_info": sys.exc_info,
     "ops": operator,
+    "NameError": NameError,
+    "unbound_local": unbound_local,
 }
 
 HELPER_CELLS: dict[str, types.CellType] = {

@@ -31,6 +31,7 @@ from .actions import AWAIT, PAUSE, RAISE, RETURN, Thrown
 from .calls import frame_for
 from .fibers import Checkpoints, Fiber
 from .handling import INTERNAL_CODES, active_errors, await_within, call_within
+from .helpers import unbound_local
 from .outcomes import ENDED, outcome
 from .scheduler import PARKED, THROWN
 
@@ -74,7 +75,7 @@ class Trampoline:
             except BaseException as error:
                 _clean(error, delivered)
                 if error.__class__ is NameError:
-                    error = _unbound_local(error, frame.function, block.code)
+                    error = _as_local(error, frame.function, block.code)
                 if isinstance(error, PauseForEventException) and delivered.__class__ is not Thrown:
                     raise UnsupportedPauseError.for_error(error) from error
                 action = (RAISE, error)
@@ -269,27 +270,12 @@ _PARKED = object()  # what _drive returns for a fiber that waits or has ended as
 _THROWN = "thrown"  # Fiber.cancelled once the CancelledError was raised in it
 
 
-_FREE_UNBOUND = "cannot access free variable '{}' where it is not associated with a value in enclosing scope"
-_LOCAL_UNBOUND = "cannot access local variable '{}' where it is not associated with a value"
-
-
-def _unbound_local(error: NameError, function: CompiledFunction, code: CodeType) -> BaseException:
-    """What CPython raises for a local variable read or deleted while unbound.
-
-    A block holds the function's variables in closure cells, so the interpreter reports a
-    free variable (a ``NameError``); to the user's code they are locals (an
-    ``UnboundLocalError``). Only an error raised by the block itself, for one of the
-    function's own variables, is one of these: a closure's unbound free variable, or a
-    variable of an enclosing function, is a ``NameError`` in plain Python too.
-    """
+def _as_local(error: NameError, function: CompiledFunction, code: CodeType) -> BaseException:
+    """``error`` as the block's user sees it (``helpers.unbound_local``)."""
     tb = error.__traceback__
-    name = error.name
-    if (tb is None or tb.tb_next is not None or tb.tb_frame.f_code is not code
-            or name not in function.local_names or str(error) != _FREE_UNBOUND.format(name)):
+    if tb is None or tb.tb_frame.f_code is not code:
         return error
-    local = UnboundLocalError(_LOCAL_UNBOUND.format(name))
-    local.__context__, local.__suppress_context__ = error.__context__, error.__suppress_context__
-    return local.with_traceback(tb)
+    return unbound_local(error, function.local_names) or error
 
 
 def _clean(error: BaseException, delivered: Any) -> None:
