@@ -29,6 +29,7 @@ from durable import (
     UnknownInstanceError,
     make_durable,
 )
+from durable.errors import StoreURLError
 from durable.runtime.runtime import DurableRuntime
 from durable.stores import EventLog, open_store
 from durable.stores import disk as disk_module
@@ -234,19 +235,24 @@ async def test_concurrent_creates_on_disk_create_once(tmp_path) -> None:
 
 
 # --- size limits -------------------------------------------------------------------------------
+LIMITS = "max_state_bytes=10000&max_payload_bytes=1000"
+
+
 @pytest.fixture(params=["memory", "disk", "sqlite", "postgres"])
 async def small(request, tmp_path):
-    """A store of each kind with small limits: 10,000 bytes of state, 1,000 of payload."""
+    """A store of each kind with small limits: 10,000 bytes of state, 1,000 of payload, set
+    in its constructor (memory, disk) or its URL (SQLite; PostgreSQL, beside a libpq option)."""
     limits = {"max_state_bytes": 10_000, "max_payload_bytes": 1_000}
     if request.param == "memory":
         opened = InMemoryStateStore(**limits)
     elif request.param == "disk":
         opened = DiskStateStore(tmp_path / "store", **limits)
     elif request.param == "sqlite":
-        opened = SqliteStateStore(tmp_path / "durable.db", **limits)
+        opened = open_store(f"sqlite:///{tmp_path / 'durable.db'}?{LIMITS}")
     else:
-        from durable.stores.postgres import PostgresStateStore
-        opened = PostgresStateStore(request.getfixturevalue("postgres_dsn"), **limits)
+        opened = open_store(f"{request.getfixturevalue('postgres_dsn')}?connect_timeout=7&{LIMITS}")
+        assert opened.dsn.endswith("?connect_timeout=7")  # libpq's own option kept
+    assert (opened.max_state_bytes, opened.max_payload_bytes) == (10_000, 1_000)
     yield opened
     if hasattr(opened, "close"):
         await opened.close()
@@ -281,6 +287,21 @@ def test_limits_must_be_positive(kind, tmp_path) -> None:
         make(max_state_bytes=0)
     with pytest.raises(ValueError, match="max_payload_bytes must be a positive number"):
         make(max_payload_bytes=-1)
+
+
+@pytest.mark.parametrize("url", ["memory://", "file:///{}/store", "sqlite:///{}/durable.db"])
+def test_limits_in_a_store_url(url, tmp_path) -> None:
+    url = url.format(tmp_path)
+    opened = open_store(f"{url}?max_payload_bytes=5&max_state_bytes=7")
+    assert (opened.max_state_bytes, opened.max_payload_bytes) == (7, 5)
+    with pytest.raises(StoreURLError, match=r"max_state_bytes in store URL '.*' must be a "
+                                            r"positive whole number of bytes, not '1e6'"):
+        open_store(f"{url}?max_state_bytes=1e6")
+    with pytest.raises(StoreURLError, match=r"max_payload_bytes .* not '0'"):
+        open_store(f"{url}?max_payload_bytes=0")
+    with pytest.raises(StoreURLError, match=r"unknown option 'timeout' in store URL '.*': this "
+                                            r"store takes max_state_bytes and max_payload_bytes"):
+        open_store(f"{url}?timeout=3")
 
 
 # --- stores that are event logs ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from durable import (
     InstanceTerminated,
     PauseForEventException,
     SerializationError,
+    TooLargeError,
     Worker,
     make_durable,
 )
@@ -94,6 +95,15 @@ async def unsaveable(name: str) -> bool:
     return lock.locked()
 
 
+@make_durable
+async def grows(name: str, size: int) -> int:
+    STARTS[name] += 1
+    data = "x" * size
+    await step(name, 0)
+    raise PauseForEventException("more")  # saved here, with data
+    return len(data)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_records():
     for record in (STEPS, ACTIVE, MOST_ACTIVE, STARTS, GATES, ENTERED):
@@ -160,6 +170,23 @@ async def test_an_unsaveable_local_fails_the_instance_instead_of_retrying_it(cli
         assert await store.claim("probe", [unsaveable.key], 10, 30.0) == []
     assert (await handle.status()).status == FAILED
     assert STARTS["u-1"] == 1
+
+
+async def test_a_state_over_the_store_limit_fails_the_instance_and_the_worker_goes_on(
+        store_url, client, opened) -> None:
+    """Limits set in the worker's store URL: the instance whose state outgrew them fails with
+    the error naming it and its size (its last state kept); the next instance runs."""
+    small = opened(f"{store_url}?max_state_bytes=20000")
+    big = await client.start(grows, "big", 50_000, instance_id="big")
+    await client.start(grows, "fine", 10, instance_id="fine")
+    async with running(Worker(small, [grows])):
+        with pytest.raises(TooLargeError, match=r"the state of instance 'big' is 50,\d{3} bytes, "
+                                                r"over the store's limit of 20,000 bytes"):
+            await big.result(timeout=60)
+        await client.wait_for_status("fine", WAITING, timeout=60)
+    assert (await big.status()).status == FAILED
+    assert STARTS["big"] == 1 and STEPS["big", 0] == 1  # failed for good, not run again
+    assert (await small.load("big"))["retry"]["frames"]  # the last state it saved, for a retry
 
 
 async def test_state_that_cannot_be_loaded_blocks_the_instance_untouched(client, store) -> None:

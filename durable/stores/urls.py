@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ..errors import StoreError, StoreURLError
 from .base import StateStore
 
 DEFAULT_URL = "sqlite:///durable.db"  # a file in the working directory
 SCHEMES = "memory://, file:///directory, sqlite:///file.db or postgresql://user@host/database"
+LIMITS = ("max_state_bytes", "max_payload_bytes")  # query options every store takes
 
 
 def open_store(url: str | None = None, *, create: bool = True) -> StateStore:
@@ -20,24 +21,51 @@ def open_store(url: str | None = None, *, create: bool = True) -> StateStore:
     ``create=False`` a SQLite file or Disk directory must exist already (``StoreError``
     naming the path otherwise): what only reads a store never makes one where a path has
     a typo. PostgreSQL databases are never created, so it changes nothing there.
+
+    Every store takes its size limits as query options (``?max_state_bytes=1000000``);
+    a PostgreSQL URL passes its other options to libpq.
     """
     url = url or os.environ.get("DURABLE_STORE") or DEFAULT_URL
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower()
+    rest, limits = _limits(url, scheme, rest)
     if scheme == "memory":
         from .memory import InMemoryStateStore
-        return InMemoryStateStore()
+        return InMemoryStateStore(**limits)
     if scheme == "file":
         from .disk import DiskStateStore
-        return DiskStateStore(_path(url, urlsplit(url).path, create, "directory"))
+        return DiskStateStore(_path(url, urlsplit(f"file://{rest}").path, create, "directory"),
+                              **limits)
     if scheme == "sqlite":
         from .sqlite import SqliteStateStore
         return SqliteStateStore(_path(url, rest[1:] if rest.startswith("/") else rest, create,
-                                      "file"))
+                                      "file"), **limits)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStateStore
-        return PostgresStateStore(url)
+        return PostgresStateStore(f"{scheme}://{rest}", **limits)
     raise StoreURLError(f"unknown store URL {redact(url)!r}: use {SCHEMES}")
+
+
+def _limits(url: str, scheme: str, rest: str) -> tuple[str, dict[str, int]]:
+    """``rest`` without the size limits in its query, and those limits. Other options are
+    kept for PostgreSQL (libpq's own) and refused elsewhere."""
+    if "?" not in rest:
+        return rest, {}
+    rest, _, query = rest.partition("?")
+    limits: dict[str, int] = {}
+    kept: list[tuple[str, str]] = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in LIMITS:
+            if not value.isdigit() or int(value) <= 0:
+                raise StoreURLError(f"{name} in store URL {redact(url)!r} must be a positive "
+                                    f"whole number of bytes, not {value!r}")
+            limits[name] = int(value)
+        elif scheme in ("postgresql", "postgres"):
+            kept.append((name, value))
+        else:
+            raise StoreURLError(f"unknown option {name!r} in store URL {redact(url)!r}: this "
+                                f"store takes {' and '.join(LIMITS)}")
+    return (f"{rest}?{urlencode(kept)}" if kept else rest), limits
 
 
 def _path(url: str, path: str, create: bool, kind: str) -> str:
