@@ -11,8 +11,9 @@ from typing import Any
 from . import serialization
 from .clock import SYSTEM_CLOCK, Clock
 from .stores import EventLog, InMemoryStateStore, StateStore
-from .stores.base import State
+from .stores.base import State, with_keys
 from .stores.memory import MemoryEventLog
+from .stores.sealing import Codec, SecretKeys
 from .waiting import wait_set
 
 _POLL_SECONDS = 0.05
@@ -46,10 +47,13 @@ class DurableBackend(OrchestrationBackend):
     """
 
     def __init__(self, state_store: StateStore | None = None, *, clock: Clock | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, secret_key: SecretKeys | None = None,
+                 codec: Codec | None = None) -> None:
         """``clock``: what timers read (a ``VirtualClock`` in tests); the system clock by default.
-        ``executor``: the threads sync step functions run in (by default durable's own, 100)."""
+        ``executor``: the threads sync step functions run in (by default durable's own, 100).
+        ``secret_key`` and ``codec``: what the store signs and encrypts with (``open_store``)."""
         self.state_store = state_store if state_store is not None else InMemoryStateStore()
+        with_keys(self.state_store, secret_key, codec)
         self.clock = clock or SYSTEM_CLOCK
         self.executor = executor
         self._log = self.state_store if isinstance(self.state_store, EventLog) else MemoryEventLog()

@@ -20,7 +20,8 @@ from .errors import CANCEL_EVENT, DurableError, InstanceEndedError, StoreError, 
 from .ids import check_instance_id
 from .program import DurableProgram
 from .runtime.runtime import DurableRuntime, outcome
-from .stores.base import ENDED, STATUSES, InstanceInfo, InstanceStore
+from .stores.base import ENDED, STATUSES, InstanceInfo, InstanceStore, with_keys
+from .stores.sealing import Codec, SecretKeys
 from .stores.urls import open_store, redact
 
 if TYPE_CHECKING:
@@ -44,12 +45,13 @@ class InstanceNotEnded(DurableError):
         super().__init__(f"instance {instance_id!r} has no result yet: it is {status}{detail}")
 
 
-def instance_store(store: InstanceStore | str | None, *,
-                   create: bool = True) -> tuple[InstanceStore, bool]:
-    """The store to use, and whether we opened it (then we close it too); ``create``: see
-    ``open_store``."""
+def instance_store(store: InstanceStore | str | None, *, create: bool = True,
+                   secret_key: SecretKeys | None = None,
+                   codec: Codec | None = None) -> tuple[InstanceStore, bool]:
+    """The store to use, and whether we opened it (then we close it too); ``create``,
+    ``secret_key`` and ``codec``: see ``open_store``."""
     if store is None or isinstance(store, str):
-        opened: StateStore = open_store(store, create=create)
+        opened: StateStore = open_store(store, create=create, secret_key=secret_key, codec=codec)
         if not isinstance(opened, InstanceStore):
             raise StoreError(f"the store {redact(store or 'default')!r} ({type(opened).__name__}) "
                              "cannot be shared by clients and workers: use sqlite:///file.db "
@@ -58,6 +60,7 @@ def instance_store(store: InstanceStore | str | None, *,
     if not isinstance(store, InstanceStore):
         raise TypeError(f"clients and workers need an InstanceStore or a store URL, "
                         f"got {type(store).__name__}")
+    with_keys(store, secret_key, codec)
     return store, False
 
 
@@ -67,15 +70,18 @@ class Client:
     ``create=False``: a URL must name a store that exists (``StoreError`` otherwise), for
     callers that only look and must not leave an empty store where a path has a typo.
     ``timeout``: how long each call waits for the store to answer (a database that is down,
-    unreachable or hung) before it fails with ``StoreError``."""
+    unreachable or hung) before it fails with ``StoreError``. ``secret_key`` and ``codec``:
+    what the store signs and encrypts with (``open_store``)."""
 
     def __init__(self, store: InstanceStore | str | None = None, *, create: bool = True,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, secret_key: SecretKeys | None = None,
+                 codec: Codec | None = None) -> None:
         if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and timeout > 0):
             raise ValueError(f"Client timeout must be a positive number of seconds, "
                              f"got {timeout!r}")
         self.timeout = float(timeout)
-        self.store, self._owns_store = instance_store(store, create=create)
+        self.store, self._owns_store = instance_store(store, create=create,
+                                                      secret_key=secret_key, codec=codec)
 
     def __repr__(self) -> str:
         return f"Client({self.store!r})"

@@ -129,6 +129,16 @@ class IncompatibleStateError(DurableError):
         super().__init__(message)
 
 
+class UnverifiedDataError(IncompatibleStateError):
+    """A blob read back from a store did not verify: it was altered, or signed with another key
+    (``stores.sealing``). It was not unpickled; a worker leaves the instance blocked, its state
+    and events untouched."""
+
+    def __init__(self, what: str, problem: str):
+        self.what = what
+        super().__init__(f"{what} {problem}; it was not loaded")
+
+
 class FailedInstanceError(DurableError):
     """Stands in for an instance's error whose own type could not be saved and rebuilt."""
 

@@ -36,6 +36,7 @@ from .program import DurableProgram
 from .runtime.envelope import RUNNING
 from .runtime.runtime import DurableRuntime
 from .stores.base import InstanceStore, Lease, State
+from .stores.sealing import Codec, SecretKeys
 
 logger = logging.getLogger("durable.worker")
 BLOCKED_RETRY_SECONDS = 300.0  # a worker tries an instance whose data it could not load again
@@ -102,10 +103,12 @@ class Worker:
 
     def __init__(self, store: InstanceStore | str | None, programs: Iterable[DurableProgram], *,
                  concurrency: int = 100, lease_seconds: float = 30.0, poll_interval: float = 1.0,
-                 name: str | None = None, clock: Clock | None = None) -> None:
+                 name: str | None = None, clock: Clock | None = None,
+                 secret_key: SecretKeys | None = None, codec: Codec | None = None) -> None:
         """``clock``: what timers read; a ``VirtualClock`` makes them fire when a test moves it.
-        By default, the store's clock (see ``InstanceStore.keeps_time``)."""
-        self.store, self._owns_store = instance_store(store)
+        By default, the store's clock (see ``InstanceStore.keeps_time``). ``secret_key`` and
+        ``codec``: what the store signs and encrypts with (``open_store``)."""
+        self.store, self._owns_store = instance_store(store, secret_key=secret_key, codec=codec)
         self.programs: dict[str, DurableProgram] = {}
         for program in programs:
             if not isinstance(program, DurableProgram):

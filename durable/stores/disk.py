@@ -18,14 +18,16 @@ import pickle
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
+from ..errors import UnverifiedDataError
 from ..ids import check_instance_id
 from .base import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MAX_STATE_BYTES,
+    Blobs,
     EventLog,
-    Limits,
     State,
     StateStore,
     consumed,
@@ -34,15 +36,20 @@ from .base import (
     same_start,
     start_digest,
 )
+from .sealing import Codec, SecretKeys, keyring, load_plain_data
 
 
-class DiskStateStore(Limits, StateStore, EventLog):
-    def __init__(self, path: str | os.PathLike[str], *,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+class DiskStateStore(Blobs, StateStore, EventLog):
+    """Without a key given or in ``$DURABLE_SECRET_KEY``, it signs with the key in the file
+    beside its directory (``<directory>.key``), made on first use."""
+
+    def __init__(self, path: str | os.PathLike[str], *, secret_key: SecretKeys | None = None,
+                 codec: Codec | None = None, max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
-        self._set_limits(max_state_bytes, max_payload_bytes)
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._set_blobs(max_state_bytes, max_payload_bytes, keyring(
+            secret_key, codec=codec, key_file=self.path.with_name(f"{self.path.name}.key")))
 
     def __repr__(self) -> str:
         return f"DiskStateStore({str(self.path)!r})"
@@ -64,9 +71,9 @@ class DiskStateStore(Limits, StateStore, EventLog):
         check_instance_id(instance_id)
         header = self._read_header(instance_id)
         receivable(instance_id, None if header is None else header[0], event, repr(self))
-        data = pickle.dumps((event, self._sized_payload(instance_id, payload)))
+        data = pickle.dumps((event, self._payload_blob(instance_id, event, payload)))
         directory = self._events_dir(instance_id)
-        directory.mkdir(exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
         # Ordered by a number above every pending event's, so a clock that stands still or
         # steps back cannot reorder them; the random part keeps concurrent publishers apart.
         newest = max((int(name.split("-")[0]) for name in _event_files(directory)), default=0)
@@ -78,8 +85,8 @@ class DiskStateStore(Limits, StateStore, EventLog):
         return await asyncio.to_thread(self._events, instance_id)
 
     async def payload(self, instance_id: str, event_id: str) -> bytes | None:
-        data = await asyncio.to_thread((self._events_dir(instance_id) / event_id).read_bytes)
-        return pickle.loads(data)[1]
+        event, blob = await asyncio.to_thread(self._published, instance_id, event_id)
+        return self._payload_of(instance_id, event, event_id, blob)
 
     # Blocking parts, run in a worker thread.
     def _load(self, instance_id: str) -> State | None:
@@ -93,8 +100,9 @@ class DiskStateStore(Limits, StateStore, EventLog):
         except FileNotFoundError:
             return None
         stream = io.BytesIO(data)
-        first = pickle.load(stream)  # two pickles, each with its own memo: two loads
-        return pickle.load(stream) if _is_header(first) else first  # else written before headers
+        if _is_header(_plain_or_none(stream)):  # two pickles: the header, then the state
+            return self._state_of(instance_id, data[stream.tell():])
+        return self._state_of(instance_id, data)  # written before headers (never signed)
 
     def _read_header(self, instance_id: str) -> tuple[str, str, str | None] | None:
         """``(status, program, start digest)`` of the instance (its status as a client sees
@@ -102,24 +110,25 @@ class DiskStateStore(Limits, StateStore, EventLog):
         state (which may need modules this process lacks)."""
         try:
             with open(self._state_file(instance_id), "rb") as file:
-                first = pickle.load(file)
+                first = _plain_or_none(file)
         except FileNotFoundError:
             return None
         if _is_header(first):
             return first[1:]
+        # Written before headers: the state itself, read only if it is plain data.
         program = first.get("program", "") if isinstance(first, dict) else ""
-        return event_status(first) or "", program, None  # written before headers: the state
+        return event_status(first) or "", program, None
 
     def _save(self, instance_id: str, state: State) -> None:
         check_instance_id(instance_id)
-        blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        blob = self._state_blob(instance_id, state)
         found = self._read_header(instance_id)
         _atomic_write(self._state_file(instance_id), _header(state, found and found[2]), blob)
         self._discard(instance_id, consumed(state))
 
     def _create(self, instance_id: str, state: State) -> bool:
         check_instance_id(instance_id)
-        blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+        blob = self._state_blob(instance_id, state)
         try:
             _atomic_write(self._state_file(instance_id), _header(state, start_digest(state)),
                           blob, replace=False)
@@ -138,11 +147,22 @@ class DiskStateStore(Limits, StateStore, EventLog):
             if name in done:
                 continue
             try:
-                event, _payload = pickle.loads((directory / name).read_bytes())
+                event, _payload = self._published(instance_id, name)
                 found.append((name, event))
             except FileNotFoundError:  # consumed and deleted meanwhile
                 continue
         return found
+
+    def _published(self, instance_id: str, event_id: str) -> tuple[str, bytes | None]:
+        """``(event, sealed payload)`` of a published event, read as plain data only."""
+        with open(self._events_dir(instance_id) / event_id, "rb") as file:
+            try:
+                event, blob = load_plain_data(file)
+            except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as error:
+                raise UnverifiedDataError(
+                    f"the event file {event_id} of instance {instance_id!r}",
+                    f"is not an event this store wrote ({error})") from None
+        return event, blob
 
     def _discard(self, instance_id: str, event_ids: set[str]) -> None:
         directory = self._events_dir(instance_id)
@@ -171,6 +191,14 @@ def _is_header(first: object) -> bool:
     return isinstance(first, tuple) and len(first) == 4 and first[0] == _HEADER
 
 
+def _plain_or_none(stream: IO[bytes]) -> object:
+    """The first pickle of a state file if it is plain data (a header is), else None."""
+    try:
+        return load_plain_data(stream)
+    except (pickle.UnpicklingError, ValueError, TypeError, EOFError, IndexError, KeyError):
+        return None
+
+
 def _event_files(directory: Path) -> list[str]:
     try:
         return [name for name in os.listdir(directory) if not name.startswith(".")]
@@ -191,7 +219,8 @@ def _atomic_write(path: Path, *chunks: bytes, replace: bool = True) -> None:
     exists (linked into place: the check and the write are one step)."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(temporary, "wb") as file:
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                       "wb") as file:
             for data in chunks:
                 file.write(data)
             file.flush()

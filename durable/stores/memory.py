@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import pickle
 from collections.abc import Collection
 
 from ..ids import check_instance_id
 from .base import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MAX_STATE_BYTES,
+    Blobs,
     EventLog,
-    Limits,
     State,
     StateStore,
     event_status,
@@ -19,6 +18,7 @@ from .base import (
     same_start,
     start_digest,
 )
+from .sealing import Codec, SecretKeys, keyring
 
 
 class MemoryEventLog(EventLog):
@@ -28,21 +28,25 @@ class MemoryEventLog(EventLog):
     def __init__(self) -> None:
         self._events: dict[str, list[tuple[str, str]]] = {}
         self._ids = itertools.count(1)
-        self._payloads: dict[str, bytes] = {}
+        self._payloads: dict[str, tuple[str, bytes]] = {}  # event id -> (event, payload)
 
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         check_instance_id(instance_id)
         event_id = f"{next(self._ids):012d}"
         self._events.setdefault(instance_id, []).append((event_id, event))
         if payload is not None:
-            self._payloads[event_id] = payload
+            self._payloads[event_id] = (event, payload)
         return event_id
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         return list(self._events.get(instance_id, ()))
 
     async def payload(self, instance_id: str, event_id: str) -> bytes | None:
-        return self._payloads.get(event_id)
+        return self.published(event_id)[1]
+
+    def published(self, event_id: str) -> tuple[str | None, bytes | None]:
+        """``(event, payload)`` of an unconsumed event with a payload, else ``(None, None)``."""
+        return self._payloads.get(event_id, (None, None))
 
     def discard(self, instance_id: str, event_ids: Collection[str]) -> None:
         if event_ids and instance_id in self._events:  # most saves consume nothing
@@ -52,15 +56,19 @@ class MemoryEventLog(EventLog):
                 self._payloads.pop(event_id, None)
 
 
-class InMemoryStateStore(Limits, StateStore, EventLog):
-    """Keeps every state serialised, so saved state never aliases live objects."""
+class InMemoryStateStore(Blobs, StateStore, EventLog):
+    """Keeps every state serialised (and sealed, under a random key of this process unless
+    one is given), so saved state never aliases live objects."""
 
-    def __init__(self, *, max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+    def __init__(self, *, secret_key: SecretKeys | None = None, codec: Codec | None = None,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
-        self._set_limits(max_state_bytes, max_payload_bytes)
+        self._set_blobs(max_state_bytes, max_payload_bytes,
+                        keyring(secret_key, codec=codec, in_process=True))
         self._states: dict[str, bytes] = {}
         self._statuses: dict[str, str] = {}  # as a client sees them: is it there, has it ended?
         self._digests: dict[str, str] = {}  # of the starts that created instances (create)
+        self._programs: dict[str, str] = {}  # of the instances: a create compares them
         self._log = MemoryEventLog()
 
     def __repr__(self) -> str:
@@ -68,24 +76,23 @@ class InMemoryStateStore(Limits, StateStore, EventLog):
 
     async def load(self, instance_id: str) -> State | None:
         blob = self._states.get(instance_id)
-        return None if blob is None else pickle.loads(blob)
+        return None if blob is None else self._state_of(instance_id, blob)
 
     async def save(self, instance_id: str, state: State) -> None:
         if instance_id not in self._states:  # an id saved before was checked then
             check_instance_id(instance_id)
-        blob = self._sized_state(instance_id, pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
-        self._states[instance_id] = blob
+        self._states[instance_id] = self._state_blob(instance_id, state)
         self._statuses[instance_id] = event_status(state)
+        self._programs[instance_id] = state.get("program", "") if isinstance(state, dict) else ""
         self._log.discard(instance_id, state.get("consumed_events", ()))
 
     async def create(self, instance_id: str, state: State) -> bool:
         """Save ``state`` unless the instance exists, as ``InstanceStore.create`` does (True if
         this call created it; an existing instance started otherwise raises
         ``InstanceExistsError``). Nothing awaits between the look and the save: atomic."""
-        blob = self._states.get(instance_id)
-        if blob is not None:
-            program = pickle.loads(blob).get("program", "")
-            same_start(instance_id, program, self._digests.get(instance_id), state)
+        if instance_id in self._states:
+            same_start(instance_id, self._programs[instance_id], self._digests.get(instance_id),
+                       state)
             return False
         await self.save(instance_id, state)
         self._digests[instance_id] = start_digest(state)
@@ -94,10 +101,12 @@ class InMemoryStateStore(Limits, StateStore, EventLog):
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         check_instance_id(instance_id)
         receivable(instance_id, self._statuses.get(instance_id), event, repr(self))
-        return self._log.append_event(instance_id, event, self._sized_payload(instance_id, payload))
+        return self._log.append_event(instance_id, event,
+                                      self._payload_blob(instance_id, event, payload))
 
     async def events(self, instance_id: str) -> list[tuple[str, str]]:
         return await self._log.events(instance_id)
 
     async def payload(self, instance_id: str, event_id: str) -> bytes | None:
-        return await self._log.payload(instance_id, event_id)
+        event, blob = self._log.published(event_id)
+        return None if event is None else self._payload_of(instance_id, event, event_id, blob)

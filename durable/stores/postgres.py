@@ -29,6 +29,7 @@ from psycopg.types.string import StrDumperUnknown, TextBinaryLoader, TextLoader
 
 from ..errors import StoreError, StoreURLError
 from .base import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_STATE_BYTES
+from .sealing import Codec, SecretKeys, keyring
 from .sql import Dialect, SqlStore
 from .sql.connections import close_quietly
 from .sql.dialect import pyformat
@@ -86,8 +87,12 @@ class PostgresStateStore(SqlStore):
     dialect = POSTGRES
 
     def __init__(self, dsn: str, *, readers: int = 8, connect_timeout: float = 5.0,
+                 secret_key: SecretKeys | None = None, codec: Codec | None = None,
+                 insecure_unsigned: bool = False,
                  max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        """A key is needed (given, or in ``$DURABLE_SECRET_KEY``): there is no file beside a
+        server's database to keep one in. ``insecure_unsigned=True`` saves without signing."""
         try:
             params = conninfo_to_dict(dsn)
         except psycopg.Error as error:
@@ -99,7 +104,10 @@ class PostgresStateStore(SqlStore):
         self.conninfo = dsn if "connect_timeout" in params else make_conninfo(
             dsn, connect_timeout=max(1, round(connect_timeout)))
         self._listener: _Listener | None = None
-        super().__init__(_describe(params), readers=readers, max_state_bytes=max_state_bytes,
+        where = _describe(params)
+        keys = keyring(secret_key, codec=codec, insecure_unsigned=insecure_unsigned,
+                       store=f"the PostgreSQL store ({where})")
+        super().__init__(where, readers=readers, keys=keys, max_state_bytes=max_state_bytes,
                          max_payload_bytes=max_payload_bytes)
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ everything else is ``SqlStore``'s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -21,6 +22,7 @@ from typing import Any
 
 from ..errors import StoreError
 from .base import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_STATE_BYTES
+from .sealing import Codec, SecretKeys, keyring
 from .sql import Dialect, SqlStore
 
 _OLDEST = (3, 35)  # RETURNING, MATERIALIZED
@@ -53,8 +55,11 @@ class SqliteStateStore(SqlStore):
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
                  busy_timeout: float = 30.0, poll_interval: float = 0.01, readers: int = 4,
+                 secret_key: SecretKeys | None = None, codec: Codec | None = None,
                  max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        """Without a key given or in ``$DURABLE_SECRET_KEY``, it signs with the key in the file
+        beside the database (``<path>.key``), made on first use."""
         if sqlite3.sqlite_version_info < _OLDEST:
             raise StoreError(f"the SQLite store needs SQLite {'.'.join(map(str, _OLDEST))} or "
                              f"newer; this Python has {sqlite3.sqlite_version}")
@@ -62,9 +67,15 @@ class SqliteStateStore(SqlStore):
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval  # the longest between two looks at data_version
-        super().__init__(f"SQLite database {str(self.path)!r}", readers=readers,
-                         max_state_bytes=max_state_bytes, max_payload_bytes=max_payload_bytes)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = keyring(secret_key, codec=codec,
+                       key_file=self.path.with_name(f"{self.path.name}.key"))
+        super().__init__(f"SQLite database {str(self.path)!r}", readers=readers, keys=keys,
+                         max_state_bytes=max_state_bytes, max_payload_bytes=max_payload_bytes)
+        # A new database is readable by its owner only; SQLite gives its WAL and shared-memory
+        # files the same mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         # The file (in WAL mode) and its schema are made before any other connection opens it;
         # that connection then serves the first reader.
         self._readers.adopt(self._open())

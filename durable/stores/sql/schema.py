@@ -11,15 +11,48 @@ exactly the schema a new one gets.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from ...errors import StoreError
 from ..base import RUNNING, WAITING
+from ..sealing import MAGIC, Keyring, payload_bound, state_bound
 from .dialect import Dialect
 
-# Version n of the schema is what the first n lists of statements make; ``{d.word}`` is the
-# dialect's word.
-MIGRATIONS: list[list[str]] = [
+_BATCH = 500  # rows a data migration reads at once
+
+
+def sign_unsigned(connection: Any, d: Dialect, keys: Keyring) -> None:
+    """Releases before signing saved plain pickles: sealed here with the store's key, once, as
+    the schema moves past them (whoever could write the database then could run code already).
+    A store that does not sign leaves them; ``durable keys sign`` signs them later."""
+    if not keys.signs:
+        return
+    for table, key, bind, read, write in (
+            ("durable_instances", "id", lambda row: state_bound(row[0]), "state",
+             "UPDATE durable_instances SET state = :blob WHERE id = :key"),
+            ("durable_events", "id", lambda row: payload_bound(row[1], row[2]), "payload",
+             "UPDATE durable_events SET payload = :blob WHERE id = :key")):
+        columns = "id, state" if table == "durable_instances" else "id, instance_id, name, payload"
+        after: Any = None
+        while True:
+            where = f"{read} IS NOT NULL" + ("" if after is None else f" AND {key} > :after")
+            rows = d.read_blobs(connection, d.render(
+                f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {key} LIMIT {_BATCH}"),
+                {"after": after}).fetchall()
+            for row in rows:
+                blob = bytes(row[-1])
+                if not blob.startswith(MAGIC):
+                    connection.execute(d.render(write), {"blob": keys.seal(blob, bind(row)),
+                                                         "key": row[0]})
+            if len(rows) < _BATCH:
+                break
+            after = rows[-1][0]
+
+
+# Version n of the schema is what the first n lists of steps make: statements (``{d.word}``
+# is the dialect's word), or data migrations run with the store's keys.
+MIGRATIONS: list[list[str | Callable[[Any, Dialect, Keyring], None]]] = [
     [  # 1: instances and their events
         """CREATE TABLE durable_instances (
             id TEXT PRIMARY KEY,
@@ -78,11 +111,14 @@ MIGRATIONS: list[list[str]] = [
         "{d.unique_ids}",
         "{d.events_by_instance}",
     ],
+    [  # 7: every state and payload signed (stores.sealing)
+        sign_unsigned,
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(connection: Any, d: Dialect, where: str) -> None:
+def migrate(connection: Any, d: Dialect, where: str, keys: Keyring) -> None:
     """Bring the schema of an open database up to the last version."""
     connection.execute(d.begin)
     try:
@@ -94,9 +130,11 @@ def migrate(connection: Any, d: Dialect, where: str) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{where} has durable schema version {version}; this version of "
                              f"durable knows up to {SCHEMA_VERSION}")
-        for statements in MIGRATIONS[version:]:
-            for statement in statements:
-                if sql := statement.format(d=d):  # a dialect may have nothing to do
+        for steps in MIGRATIONS[version:]:
+            for step in steps:
+                if callable(step):
+                    step(connection, d, keys)
+                elif sql := step.format(d=d):  # a dialect may have nothing to do
                     connection.execute(sql)
         if row is None:
             connection.execute(d.render("INSERT INTO durable_schema (version) VALUES (:version)"),

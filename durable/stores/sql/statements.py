@@ -126,7 +126,7 @@ class Statements:
             VALUES (:id, :name, :payload, {d.now})
             RETURNING id{f", {d.announce}" if d.announce else ""}""")
         self.events = sql("SELECT id, name FROM durable_events WHERE instance_id = :id ORDER BY id")
-        self.payload = sql("SELECT payload FROM durable_events WHERE instance_id = :id"
+        self.payload = sql("SELECT name, payload FROM durable_events WHERE instance_id = :id"
                            " AND id = :event")
         self.consume = sql("DELETE FROM durable_events WHERE instance_id = :id"
                            f" AND {d.member('id', ':events')}")

@@ -19,7 +19,6 @@ import functools
 import hashlib
 import itertools
 import json
-import pickle
 import re
 import threading
 import weakref
@@ -36,10 +35,10 @@ from ..base import (
     ENDED,
     FAILED,
     RUNNING,
+    Blobs,
     InstanceInfo,
     InstanceStore,
     Lease,
-    Limits,
     State,
     consumed,
     receivable,
@@ -48,6 +47,7 @@ from ..base import (
     status_of,
     terminated,
 )
+from ..sealing import Keyring
 from .connections import Connection, Operation, close_quietly
 from .dialect import Dialect
 from .readers import Readers
@@ -64,16 +64,16 @@ def statements(dialect: Dialect) -> Statements:
     return Statements(dialect)
 
 
-class SqlStore(Limits, InstanceStore):
+class SqlStore(Blobs, InstanceStore):
     dialect: ClassVar[Dialect]
 
-    def __init__(self, where: str, *, readers: int,
+    def __init__(self, where: str, *, readers: int, keys: Keyring,
                  max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         """``where`` names the database in messages (never with a password)."""
         if readers < 1:
             raise ValueError(f"readers must be at least 1, got {readers}")
-        self._set_limits(max_state_bytes, max_payload_bytes)
+        self._set_blobs(max_state_bytes, max_payload_bytes, keys)
         self._where = where
         self.sql = statements(self.dialect)
         self._writer = GroupCommitWriter(where, self.dialect, self._open, self._failure,
@@ -120,7 +120,7 @@ class SqlStore(Limits, InstanceStore):
     async def load(self, instance_id: str) -> State | None:
         row = await self._query(lambda c: self.dialect.read_blobs(
             c, self.sql.load, {"id": instance_id}).fetchone())
-        return None if row is None else _loads(row[0], instance_id)
+        return None if row is None else self._state_of(instance_id, row[0])
 
     async def save(self, instance_id: str, state: State) -> None:
         columns = {**self._columns(instance_id, state), "start_digest": None}
@@ -147,7 +147,7 @@ class SqlStore(Limits, InstanceStore):
     def _publish(self, instance_id: str, event: str, payload: bytes | None) -> Operation[str]:
         check_instance_id(instance_id)
         params = {"id": instance_id, "name": event,
-                  "payload": self._sized_payload(instance_id, payload)}
+                  "payload": self._payload_blob(instance_id, event, payload)}
 
         def insert(c: Connection) -> str:
             row = c.execute(self.sql.receiving, {"id": instance_id}).fetchone()
@@ -163,7 +163,7 @@ class SqlStore(Limits, InstanceStore):
         params = {"id": instance_id, "event": int(event_id)}
         row = await self._query(lambda c: self.dialect.read_blobs(
             c, self.sql.payload, params).fetchone())
-        return None if row is None else row[0]
+        return None if row is None else self._payload_of(instance_id, row[0], event_id, row[1])
 
     # --- instances -------------------------------------------------------------------------------
     async def create(self, instance_id: str, state: State) -> bool:
@@ -207,7 +207,7 @@ class SqlStore(Limits, InstanceStore):
         for instance_id, event_id, name in events:
             waiting[instance_id].append((str(event_id), name))
         rows.sort(key=lambda row: (row[3], row[0]))
-        return [Lease(instance_id, program, fence, owner, code, _handed_over(state, instance_id),
+        return [Lease(instance_id, program, fence, owner, code, self._handed_over(instance_id, state),
                       waiting[instance_id]) for instance_id, program, fence, _, state, code in rows]
 
     @property
@@ -273,12 +273,13 @@ class SqlStore(Limits, InstanceStore):
             if row[1] in ENDED:
                 return False
             try:
-                saved = _loads(row[0], instance_id)
+                saved = self._state_of(instance_id, row[0])
             except IncompatibleStateError:
                 saved = {}  # a state nobody can read: terminating is how to be rid of it
             state = terminated(saved, reason)
             c.execute(self.sql.terminate, {"id": instance_id, "status": status_of(state),
-                                           "state": _dump(state), "reason": reason})
+                                           "state": self._state_blob(instance_id, state),
+                                           "reason": reason})
             c.execute(self.sql.drop_events, {"id": instance_id})
             return True
         return await self._write(instance_id, stop, wakes=True)
@@ -290,7 +291,7 @@ class SqlStore(Limits, InstanceStore):
                 raise UnknownInstanceError(instance_id, self.where)
             if row[1] != FAILED:
                 return False
-            last = _loads(row[0], instance_id).get("retry")
+            last = self._state_of(instance_id, row[0]).get("retry")
             if last is None:
                 raise ValueError(f"instance {instance_id!r} failed before it saved any state to "
                                  "retry from")
@@ -384,7 +385,7 @@ class SqlStore(Limits, InstanceStore):
             try:
                 with self._schema_lock:
                     if not self._schema_ready:
-                        migrate(connection, self.dialect, self.where)
+                        migrate(connection, self.dialect, self.where, self.keyring)
                         self._schema_ready = True
             except BaseException as error:
                 close_quietly(connection)
@@ -417,7 +418,7 @@ class SqlStore(Limits, InstanceStore):
     def _columns(self, instance_id: str, state: State) -> dict[str, Any]:
         """The columns a saved state sets."""
         check_instance_id(instance_id)
-        blob = self._sized_state(instance_id, _dump(state))
+        blob = self._state_blob(instance_id, state)
         waits = state.get("waiting_events")
         positions = state.get("positions")
         return {"id": instance_id, "program": state.get("program", ""), "status": status_of(state),
@@ -425,6 +426,13 @@ class SqlStore(Limits, InstanceStore):
                 "waits": self.dialect.list_value(waits) if waits else None, "state": blob,
                 "code": code_version(positions) if positions else None,
                 "positions": f"[{','.join(positions)}]" if positions else None}
+
+    def _handed_over(self, instance_id: str, blob: bytes) -> State | None:
+        """A claimed instance's state, if it can be read (else the worker's load says why)."""
+        try:
+            return self._state_of(instance_id, blob)
+        except IncompatibleStateError:
+            return None
 
     def _consumed(self, state: State) -> Any:
         """The events a saved state consumed (each saved as a number), as ``_consume`` takes them."""
@@ -451,23 +459,3 @@ def _held(lease: Lease) -> dict[str, Any]:
 def _ends_run(state: State) -> bool:
     """A save that is not of a running instance ends its lease (and may be what a client awaits)."""
     return status_of(state) != RUNNING
-
-
-def _dump(state: State) -> bytes:
-    return pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
-
-
-def _loads(blob: bytes, instance_id: str) -> State:
-    try:
-        return pickle.loads(blob)
-    except Exception as error:
-        raise IncompatibleStateError(f"the saved state of instance {instance_id!r} cannot be "
-                                     f"read: {type(error).__name__}: {error}") from error
-
-
-def _handed_over(blob: bytes, instance_id: str) -> State | None:
-    """A claimed instance's state, if it can be read (else the worker's load says why)."""
-    try:
-        return _loads(blob, instance_id)
-    except IncompatibleStateError:
-        return None

@@ -1,0 +1,187 @@
+"""Seals: what makes a blob read back from a store safe to unpickle.
+
+Unpickling runs code, so whoever can write one row or file of a store could run
+code in every process that reads it. Every blob a store writes (a state, an
+event payload) is sealed: encoded by the store's codec if it has one
+(encryption at rest), then signed with HMAC-SHA256 under the first of its
+secret keys, bound to what it is (the state of this instance; a payload of
+this event of this instance), so a blob cannot be moved to another place
+either. A blob is unpickled only once its MAC verifies under one of the keys
+(so keys rotate: sign with the new one first in the list, keep the old ones to
+read). Layout::
+
+    b"DUR1" | flags (1 byte: 1 = encoded) | key id (8 bytes) | MAC (32 bytes) | body
+
+A pickle starts with ``b"\\x80"``, so an unsealed blob is told apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import os
+import pickle
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from ..errors import StoreError, UnverifiedDataError
+
+MAGIC = b"DUR1"
+_ENCODED = 1
+_KEY_ID, _MAC = 8, 32
+_HEAD = len(MAGIC) + 1 + _KEY_ID + _MAC
+ENVIRONMENT = "DURABLE_SECRET_KEY"
+SHORTEST_KEY = 16  # characters (or bytes) of a secret key
+MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+SecretKeys = str | bytes | Sequence[str | bytes]
+
+
+class Codec(Protocol):
+    """Encodes a blob before it is signed (to encrypt it at rest) and decodes it after its
+    signature verified. ``bound`` says what the blob is (use it as associated data)."""
+
+    def encode(self, data: bytes, bound: bytes) -> bytes: ...
+
+    def decode(self, data: bytes, bound: bytes) -> bytes: ...
+
+
+class Keyring:
+    """A store's secret keys (the first signs, any verifies), where they came from, and its
+    codec. ``Keyring.unsigned()`` is the explicit, insecure choice of no signing."""
+
+    def __init__(self, keys: Sequence[bytes], source: str, codec: Codec | None = None) -> None:
+        self.keys = list(keys)
+        self.source = source
+        self.codec = codec
+        self._by_id = {_key_id(key): key for key in reversed(self.keys)}  # the first wins
+
+    @classmethod
+    def unsigned(cls, codec: Codec | None = None) -> Keyring:
+        return cls([], "no key (insecure_unsigned)", codec)
+
+    @property
+    def signs(self) -> bool:
+        return bool(self.keys)
+
+    def seal(self, data: bytes, bound: bytes) -> bytes:
+        flags = 0
+        if self.codec is not None:
+            data, flags = self.codec.encode(data, bound), _ENCODED
+        if not self.keys:
+            if flags:
+                raise StoreError("a codec needs a secret key to sign what it encodes")
+            return data
+        key = self.keys[0]
+        head = MAGIC + bytes((flags,)) + _key_id(key)
+        return head + hmac.digest(key, head + bound + data, "sha256") + data
+
+    def open(self, blob: bytes, bound: bytes, what: str) -> bytes:
+        """The data sealed in ``blob`` for ``bound``; ``UnverifiedDataError`` (nothing
+        unpickled) if its MAC does not verify, or it is not sealed and this store signs."""
+        if not blob.startswith(MAGIC):
+            if self.keys:
+                raise UnverifiedDataError(what, "is not signed: it was altered, or written by a "
+                                          f"store without a secret key ({self.source} signs)")
+            return blob
+        head, mac, data = blob[:_HEAD - _MAC], blob[_HEAD - _MAC:_HEAD], blob[_HEAD:]
+        key = self._by_id.get(head[len(MAGIC) + 1:])
+        if key is None or not hmac.compare_digest(mac, hmac.digest(key, head + bound + data,
+                                                                   "sha256")):
+            raise UnverifiedDataError(what, "was altered, or written with another key: its "
+                                      f"signature does not verify under {self._described()}")
+        if head[len(MAGIC)] & _ENCODED:
+            if self.codec is None:
+                raise UnverifiedDataError(what, "is encoded (encrypted), and this store has no "
+                                          "codec to decode it")
+            data = self.codec.decode(data, bound)
+        return data
+
+    def _described(self) -> str:
+        count = len(self.keys)
+        return f"{'the key' if count == 1 else f'any of the {count} keys'} of {self.source}"
+
+
+def _key_id(key: bytes) -> bytes:
+    """Names a key in each blob it signs (so the right one is tried) without telling it."""
+    return hmac.digest(key, b"durable key id", "sha256")[:_KEY_ID]
+
+
+def state_bound(instance_id: str) -> bytes:
+    return b"state\x00" + instance_id.encode()
+
+
+def payload_bound(instance_id: str, event: str) -> bytes:
+    return b"payload\x00" + instance_id.encode() + b"\x00" + event.encode()
+
+
+def keyring(secret_key: SecretKeys | None, *, codec: Codec | None = None,
+            key_file: Path | None = None, in_process: bool = False,
+            insecure_unsigned: bool = False, store: str = "this store") -> Keyring:
+    """A store's keyring, from (first found) ``secret_key``, ``$DURABLE_SECRET_KEY``, the key
+    file beside an embedded store (made, readable only by its owner, on first use), or for a
+    store only this process sees (``in_process``) a random key. With none of them,
+    ``insecure_unsigned=True`` is the only way to a store that does not sign."""
+    if secret_key is not None:
+        return Keyring(_keys(secret_key, "secret_key"), "secret_key", codec)
+    if configured := os.environ.get(ENVIRONMENT, "").strip():
+        return Keyring(_keys(configured.split(","), ENVIRONMENT), ENVIRONMENT, codec)
+    if key_file is not None:
+        return Keyring([read_key_file(key_file)], f"the key file {key_file}", codec)
+    if in_process:
+        return Keyring([secrets.token_bytes(32)], "a key this process made", codec)
+    if insecure_unsigned:
+        return Keyring.unsigned(codec)
+    raise StoreError(f"{store} needs a secret key to sign what it saves: set {ENVIRONMENT} (make "
+                     f"one with {MAKE_A_KEY}) or pass secret_key=; insecure_unsigned=True "
+                     "saves without signing, so whoever can write the database can run code "
+                     "in every process that reads it")
+
+
+def _keys(given: SecretKeys, source: str) -> list[bytes]:
+    items = [given] if isinstance(given, str | bytes) else list(given)
+    keys = [item.strip().encode() if isinstance(item, str) else bytes(item) for item in items]
+    if not keys:
+        raise StoreError(f"{source} holds no key")
+    for position, key in enumerate(keys, 1):
+        if len(key) < SHORTEST_KEY:
+            raise StoreError(f"key {position} of {source} is {len(key)} characters long; a "
+                             f"secret key needs at least {SHORTEST_KEY} (make one with "
+                             f"{MAKE_A_KEY})")
+    return keys
+
+
+def read_key_file(path: Path) -> bytes:
+    """The key in ``path``, made first if there is none: written whole, readable only by its
+    owner, and linked into place only if no other process made one meanwhile."""
+    try:
+        return _keys(path.read_text(), f"the key file {path}")[0]
+    except FileNotFoundError:
+        pass
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):  # another process made one first: theirs
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return _keys(path.read_text(), f"the key file {path}")[0]
+
+
+class _PlainData(pickle.Unpickler):
+    """Unpickles plain data only (tuples, lists, dicts, strings, bytes, numbers): every
+    class or function a pickle names is refused, so nothing it holds can run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name} refused: only plain data is read here")
+
+
+def load_plain_data(stream: IO[bytes]) -> Any:
+    """The next pickle in ``stream``, if it is plain data (``UnpicklingError`` if not)."""
+    return _PlainData(stream).load()
