@@ -37,6 +37,7 @@ from .errors import (
     StoreError,
     StoreURLError,
     UnknownInstanceError,
+    UnverifiedDataError,
 )
 from .ids import check_instance_id
 from .logs import FORMATS, configure_logging
@@ -183,6 +184,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print JSON, one object a line")
     check.set_defaults(command=_check)
 
+    resign = commands.add_parser(
+        "resign", parents=[store], help="sign every state and payload with the first key",
+        description="Seal every state and event payload anew with the first key of "
+        "DURABLE_SECRET_KEY (after a rotation: then the old keys can be dropped). A blob that "
+        "does not verify under any key is left as it is, and named; exit status 0 only if "
+        "none was left.")
+    resign.add_argument("--adopt-unsigned", action="store_true",
+                        help="also sign what was saved without a signature (by a store with no "
+                        "key), taking it on trust")
+    resign.set_defaults(command=_resign)
+
     for name, verb in (("suspend", "stop scheduling an instance"),
                        ("resume", "schedule a suspended instance again"),
                        ("retry", "run a failed instance again from its last save")):
@@ -284,13 +296,21 @@ async def _status(args: argparse.Namespace) -> int:
             rows.append(("seen by", info.blocked_by))
         if info.lease_owner is not None:
             rows.append(("worker", info.lease_owner))
-        custom = await client.custom_status(args.instance_id)
+        try:
+            custom = await client.custom_status(args.instance_id)
+        except UnverifiedDataError:
+            _print_rows(rows)  # what the store's columns say, then why the state was not read
+            raise
         if custom is not None:
             rows.append(("custom", repr(custom)))
-        for label, value in rows:
-            print(f"{label:<9} {value}")
+        _print_rows(rows)
         return 0
     return await _with_client(args, act)
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    for label, value in rows:
+        print(f"{label:<9} {value}")
 
 
 async def _publish(args: argparse.Namespace) -> int:
@@ -367,6 +387,18 @@ async def _check(args: argparse.Namespace) -> int:
             print(f"{len(checked) - stuck} of {len(checked)} unfinished instance(s) can run on "
                   "this code" + (f"; {stuck} cannot" if stuck else ""))
         return 0 if all(instance.runs for instance in checked) else 1
+    return await _with_client(args, act)
+
+
+async def _resign(args: argparse.Namespace) -> int:
+    async def act(client: Client) -> int:
+        resigned = await client.store.resign(adopt_unsigned=args.adopt_unsigned)
+        for problem in resigned.left:
+            print(f"left: {problem}")
+        print(f"signed {resigned.changed} blob(s) anew with the first key of "
+              f"{client.store.keyring.source}" + (f"; left {len(resigned.left)} that do not "
+                                                   "verify" if resigned.left else ""))
+        return 0 if not resigned.left else FAILED
     return await _with_client(args, act)
 
 

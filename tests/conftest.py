@@ -8,7 +8,7 @@ import pytest
 
 # The key stores sign with in tests (a PostgreSQL store needs one); processes the tests start
 # inherit it. Tests of the other ways to a key remove it.
-os.environ.setdefault("DURABLE_SECRET_KEY", "a key the tests share, never a real one")
+os.environ.setdefault("DURABLE_SECRET_KEY", "a key the tests share (never a real one)")
 
 pytest_plugins = ["postgres_server"]  # a throwaway PostgreSQL server: the postgres_dsn fixture
 

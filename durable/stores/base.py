@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,10 +15,20 @@ from ..errors import (
     IncompatibleStateError,
     InstanceEndedError,
     InstanceExistsError,
+    StoreError,
     TooLargeError,
     UnknownInstanceError,
 )
-from .sealing import Codec, Keyring, SecretKeys, keyring, payload_bound, state_bound
+from .sealing import (
+    Codec,
+    Keyring,
+    SecretKeys,
+    keyring,
+    payload_bound,
+    payload_named,
+    state_bound,
+    state_named,
+)
 
 State = dict[str, Any]
 
@@ -154,6 +165,14 @@ class Blobs:
             self.keyring = keyring(secret_key, codec=codec)
 
 
+    def _resealer(self, adopt_unsigned: bool, left: list[str]) -> Callable[[bytes, bytes, str],
+                                                                           bytes | None]:
+        """What ``resign`` applies to each blob (``Keyring.resealed``)."""
+        if not self.keyring.signs:
+            raise StoreError("this store has no secret key to sign with (insecure_unsigned)")
+        return functools.partial(self.keyring.resealed, adopt_unsigned=adopt_unsigned,
+                                 left=left)
+
     def _state_blob(self, instance_id: str, state: State) -> bytes:
         data = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
         if len(data) > self.max_state_bytes:
@@ -162,13 +181,12 @@ class Blobs:
         return self.keyring.seal(data, state_bound(instance_id))
 
     def _state_of(self, instance_id: str, blob: bytes) -> State:
-        data = self.keyring.open(blob, state_bound(instance_id),
-                                 f"the saved state of instance {instance_id!r}")
+        data = self.keyring.open(blob, state_bound(instance_id), state_named(instance_id))
         try:
             return pickle.loads(data)
         except Exception as error:
-            raise IncompatibleStateError(f"the saved state of instance {instance_id!r} cannot "
-                                         f"be read: {type(error).__name__}: {error}") from error
+            raise IncompatibleStateError(f"{state_named(instance_id)} cannot be read: "
+                                         f"{type(error).__name__}: {error}") from error
 
     def _payload_blob(self, instance_id: str, event: str, payload: bytes | None) -> bytes | None:
         if payload is None:
@@ -184,8 +202,7 @@ class Blobs:
         if blob is None:
             return None
         return self.keyring.open(blob, payload_bound(instance_id, event),
-                                 f"the payload of event {event!r} (id {event_id}) of instance "
-                                 f"{instance_id!r}")
+                                 payload_named(instance_id, event, event_id))
 
 
 def with_keys(store: StateStore, secret_key: SecretKeys | None, codec: Codec | None) -> None:
@@ -196,6 +213,15 @@ def with_keys(store: StateStore, secret_key: SecretKeys | None, codec: Codec | N
         raise TypeError(f"{type(store).__name__} does not seal what it saves: secret_key and "
                         "codec are for durable's own stores")
     store.use_keys(secret_key, codec)
+
+
+@dataclass(frozen=True)
+class Resigned:
+    """What ``resign`` did: how many blobs it sealed anew with the first key, and those it left
+    as they were because they do not verify (each named, with why)."""
+
+    changed: int
+    left: list[str]
 
 
 @dataclass(frozen=True)

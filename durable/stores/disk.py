@@ -17,9 +17,10 @@ import os
 import pickle
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from ..errors import UnverifiedDataError
 from ..ids import check_instance_id
@@ -28,6 +29,7 @@ from .base import (
     DEFAULT_MAX_STATE_BYTES,
     Blobs,
     EventLog,
+    Resigned,
     State,
     StateStore,
     consumed,
@@ -36,7 +38,16 @@ from .base import (
     same_start,
     start_digest,
 )
-from .sealing import Codec, SecretKeys, keyring, load_plain_data
+from .sealing import (
+    Codec,
+    SecretKeys,
+    keyring,
+    load_plain_data,
+    payload_bound,
+    payload_named,
+    state_bound,
+    state_named,
+)
 
 
 class DiskStateStore(Blobs, StateStore, EventLog):
@@ -114,7 +125,7 @@ class DiskStateStore(Blobs, StateStore, EventLog):
         except FileNotFoundError:
             return None
         if _is_header(first):
-            return first[1:]
+            return first[1:4]
         # Written before headers: the state itself, read only if it is plain data.
         program = first.get("program", "") if isinstance(first, dict) else ""
         return event_status(first) or "", program, None
@@ -123,14 +134,16 @@ class DiskStateStore(Blobs, StateStore, EventLog):
         check_instance_id(instance_id)
         blob = self._state_blob(instance_id, state)
         found = self._read_header(instance_id)
-        _atomic_write(self._state_file(instance_id), _header(state, found and found[2]), blob)
+        _atomic_write(self._state_file(instance_id),
+                      _header(instance_id, state, found and found[2]), blob)
         self._discard(instance_id, consumed(state))
 
     def _create(self, instance_id: str, state: State) -> bool:
         check_instance_id(instance_id)
         blob = self._state_blob(instance_id, state)
         try:
-            _atomic_write(self._state_file(instance_id), _header(state, start_digest(state)),
+            _atomic_write(self._state_file(instance_id),
+                          _header(instance_id, state, start_digest(state)),
                           blob, replace=False)
         except FileExistsError:
             found = self._read_header(instance_id)
@@ -164,6 +177,53 @@ class DiskStateStore(Blobs, StateStore, EventLog):
                     f"is not an event this store wrote ({error})") from None
         return event, blob
 
+    async def resign(self, *, adopt_unsigned: bool = False) -> Resigned:
+        """As ``SqlStore.resign``; a state saved while it runs is left as saved (its file is
+        read again just before it is replaced), but run it while no instance runs."""
+        return await asyncio.to_thread(self._resign, adopt_unsigned)
+
+    def _resign(self, adopt_unsigned: bool) -> Resigned:
+        left: list[str] = []
+        resealed = self._resealer(adopt_unsigned, left)
+        changed = 0
+        for path in sorted(self.path.glob("*.state")):
+            data = path.read_bytes()
+            stream = io.BytesIO(data)
+            header = _plain_or_none(stream)
+            instance_id = _instance_of(path, header)
+            if instance_id is None:
+                left.append(f"the state file {path.name} does not say which instance it holds "
+                            "(saved before signing under a hashed name): save it again")
+                continue
+            start = stream.tell() if _is_header(header) else 0
+            new = resealed(data[start:], state_bound(instance_id), state_named(instance_id))
+            if new is not None and path.read_bytes() == data:
+                _atomic_write(path, data[:start], new)
+                changed += 1
+            changed += self._reseal_events(instance_id, resealed, left)
+        return Resigned(changed, left)
+
+    def _reseal_events(self, instance_id: str, resealed: Callable[[bytes, bytes, str],
+                                                                  bytes | None],
+                       left: list[str]) -> int:
+        changed = 0
+        for event_id in _event_files(self._events_dir(instance_id)):
+            try:
+                event, blob = self._published(instance_id, event_id)
+            except UnverifiedDataError as error:
+                left.append(str(error))
+                continue
+            except FileNotFoundError:  # consumed meanwhile
+                continue
+            if blob is None:
+                continue
+            new = resealed(blob, payload_bound(instance_id, event),
+                           payload_named(instance_id, event, event_id))
+            if new is not None:
+                _atomic_write(self._events_dir(instance_id) / event_id, pickle.dumps((event, new)))
+                changed += 1
+        return changed
+
     def _discard(self, instance_id: str, event_ids: set[str]) -> None:
         directory = self._events_dir(instance_id)
         for event_id in event_ids:
@@ -176,19 +236,29 @@ class DiskStateStore(Blobs, StateStore, EventLog):
         return self.path / f"{_file_name(instance_id)}.events"
 
 
-# A state file is two pickles: a header, then the state. The header has what a publish and a
-# create need to know without unpickling the state: the status, the program, the digest of
-# the start that created the instance (kept by every later save).
+# A state file is two pickles: a header, then the sealed state. The header has what a publish
+# and a create need to know without unpickling the state: the status, the program, the digest
+# of the start that created the instance (kept by every later save); and the instance's id
+# (what the state's seal is bound to). Headers before signing had no id.
 _HEADER = "durable state"
 
 
-def _header(state: State, digest: str | None) -> bytes:
-    header = (_HEADER, event_status(state), state.get("program", ""), digest)
+def _header(instance_id: str, state: State, digest: str | None) -> bytes:
+    header = (_HEADER, event_status(state), state.get("program", ""), digest, instance_id)
     return pickle.dumps(header, pickle.HIGHEST_PROTOCOL)
 
 
 def _is_header(first: object) -> bool:
-    return isinstance(first, tuple) and len(first) == 4 and first[0] == _HEADER
+    return isinstance(first, tuple) and len(first) in (4, 5) and first[0] == _HEADER
+
+
+def _instance_of(path: Path, header: object) -> str | None:
+    """The id of the instance a state file holds: in its header, else in a readable name."""
+    if isinstance(header, tuple) and _is_header(header) and len(header) == 5:
+        return str(header[4])
+    if path.name.startswith("i-"):
+        return unquote(path.name[2:-len(".state")])
+    return None
 
 
 def _plain_or_none(stream: IO[bytes]) -> object:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from ..ids import check_instance_id
 from .base import (
@@ -11,6 +11,7 @@ from .base import (
     DEFAULT_MAX_STATE_BYTES,
     Blobs,
     EventLog,
+    Resigned,
     State,
     StateStore,
     event_status,
@@ -18,7 +19,15 @@ from .base import (
     same_start,
     start_digest,
 )
-from .sealing import Codec, SecretKeys, keyring
+from .sealing import (
+    Codec,
+    SecretKeys,
+    keyring,
+    payload_bound,
+    payload_named,
+    state_bound,
+    state_named,
+)
 
 
 class MemoryEventLog(EventLog):
@@ -47,6 +56,19 @@ class MemoryEventLog(EventLog):
     def published(self, event_id: str) -> tuple[str | None, bytes | None]:
         """``(event, payload)`` of an unconsumed event with a payload, else ``(None, None)``."""
         return self._payloads.get(event_id, (None, None))
+
+    def reseal(self, resealed: Callable[[bytes, bytes, str], bytes | None]) -> int:
+        """Seal each payload anew (``resign``); how many changed."""
+        changed = 0
+        for instance_id, events in self._events.items():
+            for event_id, event in events:
+                if event_id in self._payloads:
+                    new = resealed(self._payloads[event_id][1], payload_bound(instance_id, event),
+                                   payload_named(instance_id, event, event_id))
+                    if new is not None:
+                        self._payloads[event_id] = (event, new)
+                        changed += 1
+        return changed
 
     def discard(self, instance_id: str, event_ids: Collection[str]) -> None:
         if event_ids and instance_id in self._events:  # most saves consume nothing
@@ -97,6 +119,18 @@ class InMemoryStateStore(Blobs, StateStore, EventLog):
         await self.save(instance_id, state)
         self._digests[instance_id] = start_digest(state)
         return True
+
+    async def resign(self, *, adopt_unsigned: bool = False) -> Resigned:
+        """As ``SqlStore.resign``."""
+        left: list[str] = []
+        resealed = self._resealer(adopt_unsigned, left)
+        changed = 0
+        for instance_id, blob in list(self._states.items()):
+            new = resealed(blob, state_bound(instance_id), state_named(instance_id))
+            if new is not None:
+                self._states[instance_id] = new
+                changed += 1
+        return Resigned(changed + self._log.reseal(resealed), left)
 
     def append_event(self, instance_id: str, event: str, payload: bytes | None = None) -> str:
         check_instance_id(instance_id)

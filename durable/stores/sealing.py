@@ -99,6 +99,26 @@ class Keyring:
             data = self.codec.decode(data, bound)
         return data
 
+    def resealed(self, blob: bytes, bound: bytes, what: str, *, adopt_unsigned: bool,
+                 left: list[str]) -> bytes | None:
+        """``blob`` sealed with the first key (and the codec), or None if it is so already, or
+        if it does not verify (then named in ``left``, with why). An unsealed blob is sealed
+        only if ``adopt_unsigned``: taken on trust, as a person decided."""
+        if not blob.startswith(MAGIC):
+            if adopt_unsigned:
+                return self.seal(blob, bound)
+            left.append(f"{what} is not signed (adopt_unsigned signs it)")
+            return None
+        try:
+            data = self.open(blob, bound, what)
+        except UnverifiedDataError as error:
+            left.append(str(error))
+            return None
+        if (blob[len(MAGIC) + 1:_HEAD - _MAC] == _key_id(self.keys[0])
+                and bool(blob[len(MAGIC)] & _ENCODED) == (self.codec is not None)):
+            return None
+        return self.seal(data, bound)
+
     def _described(self) -> str:
         count = len(self.keys)
         return f"{'the key' if count == 1 else f'any of the {count} keys'} of {self.source}"
@@ -115,6 +135,14 @@ def state_bound(instance_id: str) -> bytes:
 
 def payload_bound(instance_id: str, event: str) -> bytes:
     return b"payload\x00" + instance_id.encode() + b"\x00" + event.encode()
+
+
+def state_named(instance_id: str) -> str:
+    return f"the saved state of instance {instance_id!r}"
+
+
+def payload_named(instance_id: str, event: str, event_id: str) -> str:
+    return f"the payload of event {event!r} (id {event_id}) of instance {instance_id!r}"
 
 
 def keyring(secret_key: SecretKeys | None, *, codec: Codec | None = None,

@@ -11,43 +11,23 @@ exactly the schema a new one gets.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from ...errors import StoreError
 from ..base import RUNNING, WAITING
-from ..sealing import MAGIC, Keyring, payload_bound, state_bound
+from ..sealing import Keyring
 from .dialect import Dialect
-
-_BATCH = 500  # rows a data migration reads at once
+from .resealing import reseal_all
 
 
 def sign_unsigned(connection: Any, d: Dialect, keys: Keyring) -> None:
     """Releases before signing saved plain pickles: sealed here with the store's key, once, as
     the schema moves past them (whoever could write the database then could run code already).
-    A store that does not sign leaves them; ``durable keys sign`` signs them later."""
-    if not keys.signs:
-        return
-    for table, key, bind, read, write in (
-            ("durable_instances", "id", lambda row: state_bound(row[0]), "state",
-             "UPDATE durable_instances SET state = :blob WHERE id = :key"),
-            ("durable_events", "id", lambda row: payload_bound(row[1], row[2]), "payload",
-             "UPDATE durable_events SET payload = :blob WHERE id = :key")):
-        columns = "id, state" if table == "durable_instances" else "id, instance_id, name, payload"
-        after: Any = None
-        while True:
-            where = f"{read} IS NOT NULL" + ("" if after is None else f" AND {key} > :after")
-            rows = d.read_blobs(connection, d.render(
-                f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {key} LIMIT {_BATCH}"),
-                {"after": after}).fetchall()
-            for row in rows:
-                blob = bytes(row[-1])
-                if not blob.startswith(MAGIC):
-                    connection.execute(d.render(write), {"blob": keys.seal(blob, bind(row)),
-                                                         "key": row[0]})
-            if len(rows) < _BATCH:
-                break
-            after = rows[-1][0]
+    A store that does not sign leaves them (``durable resign --adopt-unsigned`` signs them)."""
+    if keys.signs:
+        reseal_all(connection, d, functools.partial(keys.resealed, adopt_unsigned=True, left=[]))
 
 
 # Version n of the schema is what the first n lists of steps make: statements (``{d.word}``

@@ -39,6 +39,7 @@ from ..base import (
     InstanceInfo,
     InstanceStore,
     Lease,
+    Resigned,
     State,
     consumed,
     receivable,
@@ -52,6 +53,7 @@ from .connections import Connection, Operation, close_quietly
 from .dialect import Dialect
 from .readers import Readers
 from .replies import ToLoop, ToThread
+from .resealing import TABLES, reseal_batch
 from .schema import migrate
 from .statements import Statements
 from .writer import GroupCommitWriter, Write
@@ -283,6 +285,24 @@ class SqlStore(Blobs, InstanceStore):
             c.execute(self.sql.drop_events, {"id": instance_id})
             return True
         return await self._write(instance_id, stop, wakes=True)
+
+    async def resign(self, *, adopt_unsigned: bool = False) -> Resigned:
+        """Seal every state and payload anew with the first key, so the others can be dropped
+        after a rotation (``adopt_unsigned``: also sign those saved without a signature, on
+        trust). Runs beside workers: a row saved meanwhile is left as its writer sealed it."""
+        left: list[str] = []
+        resealed = self._resealer(adopt_unsigned, left)
+        changed = 0
+        for table in TABLES:
+            after = None
+            while True:
+                after, count = await self._write("", functools.partial(
+                    reseal_batch, d=self.dialect, table=table, after=after, resealed=resealed),
+                    wakes=False)
+                changed += count
+                if after is None:
+                    break
+        return Resigned(changed, left)
 
     async def retry(self, instance_id: str) -> bool:
         def again(c: Connection) -> bool:
