@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,13 @@ from pathlib import Path
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+# As on a fresh machine: no key configured (the embedded stores make their own).
+_ENV = {name: value for name, value in os.environ.items() if name != "DURABLE_SECRET_KEY"}
+
+
 def _run(name: str, cwd: Path) -> str:
     done = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, env=_ENV)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -31,9 +36,10 @@ def test_orders_runs_on_the_default_sqlite_store(tmp_path: Path) -> None:
         name = order.group(1)
         assert out == (f"{name}: reserved book, pen\n{name}: waiting for 'paid'\n"
                        f"{name}: shipped\n{name}: 2 items in parcel-{name}\n")
-    assert (tmp_path / "durable.db").exists()
+    for made in ("durable.db", "durable.db.key"):  # its key beside it, both the owner's only
+        assert stat.S_IMODE((tmp_path / made).stat().st_mode) == 0o600, made
     listing = subprocess.run([sys.executable, "-m", "durable", "list", "--status", "finished"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_ENV)
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.count(" finished ") == 2
 

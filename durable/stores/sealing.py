@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from ..errors import StoreError, UnverifiedDataError
+from .encryption import codec_from_environment
 
 MAGIC = b"DUR1"
 _ENCODED = 1
@@ -96,7 +97,11 @@ class Keyring:
             if self.codec is None:
                 raise UnverifiedDataError(what, "is encoded (encrypted), and this store has no "
                                           "codec to decode it")
-            data = self.codec.decode(data, bound)
+            try:
+                data = self.codec.decode(data, bound)
+            except Exception as error:
+                raise UnverifiedDataError(what, f"cannot be decoded (decrypted): "
+                                          f"{type(error).__name__}: {error}") from None
         return data
 
     def resealed(self, blob: bytes, bound: bytes, what: str, *, adopt_unsigned: bool,
@@ -114,9 +119,9 @@ class Keyring:
         except UnverifiedDataError as error:
             left.append(str(error))
             return None
-        if (blob[len(MAGIC) + 1:_HEAD - _MAC] == _key_id(self.keys[0])
-                and bool(blob[len(MAGIC)] & _ENCODED) == (self.codec is not None)):
-            return None
+        if (self.codec is None and not blob[len(MAGIC)] & _ENCODED
+                and blob[len(MAGIC) + 1:_HEAD - _MAC] == _key_id(self.keys[0])):
+            return None  # (with a codec, always encoded anew: its keys may have rotated)
         return self.seal(data, bound)
 
     def _described(self) -> str:
@@ -152,6 +157,8 @@ def keyring(secret_key: SecretKeys | None, *, codec: Codec | None = None,
     file beside an embedded store (made, readable only by its owner, on first use), or for a
     store only this process sees (``in_process``) a random key. With none of them,
     ``insecure_unsigned=True`` is the only way to a store that does not sign."""
+    if codec is None:
+        codec = codec_from_environment()
     if secret_key is not None:
         return Keyring(_keys(secret_key, "secret_key"), "secret_key", codec)
     if configured := os.environ.get(ENVIRONMENT, "").strip():
