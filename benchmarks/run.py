@@ -49,11 +49,19 @@ from durable import (  # noqa: E402
 )
 
 try:
+    import cryptography  # noqa: F401  (what AesGcmCodec needs: the `encryption` extra)
+
+    from durable.stores.encryption import AesGcmCodec
+except ImportError:  # not installed: the encryption row is reported as skipped
+    AesGcmCodec = None  # type: ignore[assignment,misc]
+
+try:
     from duravoke import Duravoke, InMemoryKKV, JSONSerializer
 except ImportError:  # the `bench` extra is not installed: duravoke rows are reported as skipped
     Duravoke = InMemoryKKV = JSONSerializer = None  # type: ignore[assignment,misc]
 
 DEFAULT_JSON = HERE / "results" / "latest.json"
+BENCH_KEY = "the benchmark's key, never a real one"
 NOISY = 1.25  # a time row whose median exceeds its min by more than this is flagged
 
 
@@ -258,16 +266,23 @@ async def bench_calls(cfg: Config) -> list[Row]:
     expect("durable call_loop", await program(
         n, orchestration_backend=DurableBackend(InMemoryStateStore()), instance_id="check"), wanted)
 
-    backend = DurableBackend(InMemoryStateStore())
-
     async def durable_prepare(count: int) -> list[Any]:
         return [new_id("calls") for _ in range(count)]
 
+    def on(store: InMemoryStateStore) -> Op:
+        backend = DurableBackend(store)
+        return lambda instance_id: program(n, orchestration_backend=backend,
+                                           instance_id=instance_id)
+
     variants: dict[str, tuple[Op, Prepare]] = {
         "plain": (lambda _: workloads.call_loop(n), _no_setup),
-        "durable": (lambda instance_id: program(n, orchestration_backend=backend,
-                                                instance_id=instance_id), durable_prepare),
+        "durable": (on(InMemoryStateStore()), durable_prepare),
+        # What SQLite and PostgreSQL always do, and the memory store with a key given.
+        "signed": (on(InMemoryStateStore(secret_key=BENCH_KEY)), durable_prepare),
     }
+    if AesGcmCodec is not None:
+        variants["encrypted"] = (on(InMemoryStateStore(
+            secret_key=BENCH_KEY, codec=AesGcmCodec(AesGcmCodec.new_key()))), durable_prepare)
     if Duravoke is not None:
         root = workloads.duravoke_call_loop(Duravoke(InMemoryKKV(), JSONSerializer()))
         expect("duravoke call_loop", await root(n), wanted)
@@ -306,6 +321,17 @@ async def bench_calls(cfg: Config) -> list[Row]:
         rows.append(skipped("2c", "call loop, duravoke", "duravoke not installed"))
         rows.append(check(durable_row, 20))
         rows.append(skipped("2e", "duravoke: overhead per call", "duravoke not installed"))
+    signing = paired_difference(samples["signed"], samples["durable"]) / n * 1e6
+    rows.append(Row("2f", "signing: cost per durable call (HMAC-SHA256 of each saved state)",
+                    signing, (samples["signed"].min - samples["durable"].min) / n * 1e6, "µs",
+                    note=f"{signing / durable_row.median:.1%} of 2d"))
+    if "encrypted" in samples:
+        encryption = paired_difference(samples["encrypted"], samples["signed"]) / n * 1e6
+        rows.append(Row("2g", "encryption: cost per durable call (AES-256-GCM, beside signing)",
+                        encryption, (samples["encrypted"].min - samples["signed"].min) / n * 1e6,
+                        "µs", note=f"{encryption / durable_row.median:.1%} of 2d"))
+    else:
+        rows.append(skipped("2g", "encryption: cost per durable call", "cryptography not installed"))
     return rows
 
 
@@ -605,6 +631,7 @@ def _short(filename: str, package: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.pop("DURABLE_SECRET_KEY", None)  # the defaults of a fresh machine (row 2b)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON,

@@ -44,6 +44,14 @@ from urllib.parse import urlsplit, urlunsplit
 import durable
 from durable import Client, PauseForEventException, SqliteStateStore, Worker, make_durable
 from durable.stores.base import FAILED, FINISHED, TERMINATED, InstanceStore
+from durable.stores.sealing import Keyring
+
+try:
+    import cryptography  # noqa: F401  (what AesGcmCodec needs: the `encryption` extra)
+
+    from durable.stores.encryption import AesGcmCodec
+except ImportError:  # not installed: the encryption rows say so
+    AesGcmCodec = None  # type: ignore[assignment,misc]
 from durable.stores.urls import redact
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +60,8 @@ DEFAULT_JSON = HERE / "results" / "workers.json"
 URL_VARIABLE = "DURABLE_BENCH_POSTGRES_URL"
 ROUND_TRIP_TARGET_MS = 10.0  # p50 of an event round trip on PostgreSQL
 STOP_GRACE = 5.0  # seconds a worker process gets to stop after SIGTERM
+BENCH_KEY = "the benchmark's key, never a real one"
+SIGNING_TARGET = 1.05  # time per step, signed / unsigned
 
 
 # The workloads. Module level: worker processes import this module to find them.
@@ -243,11 +253,16 @@ async def wait_waiting_for(client: Client, instance_id: str, event: str | None, 
 
 # 2. Steps per second on one worker, SQLite.
 
-async def one_worker_run(path: Path, instances: int, cfg: Config) -> tuple[float, int]:
+async def one_worker_run(path: Path, instances: int, cfg: Config,
+                         sealing: str = "signed") -> tuple[float, int]:
     """Seconds from the worker's start until every instance finished, and the store's commits
-    meanwhile. The instances are created before, untimed; the worker runs them all at once."""
+    meanwhile. The instances are created before, untimed; the worker runs them all at once.
+    ``sealing``: signed (as always), unsigned (to measure what signing costs) or encrypted."""
     program = workload().steps_program
-    store = SqliteStateStore(path)
+    store = SqliteStateStore(path, secret_key=BENCH_KEY, codec=AesGcmCodec(
+        AesGcmCodec.new_key()) if sealing == "encrypted" else None)
+    if sealing == "unsigned":
+        store.keyring = Keyring([], "the benchmark's unsigned run")
     client = Client(store)
     try:
         ids = [f"steps-{n}" for n in range(instances)]
@@ -285,6 +300,15 @@ async def bench_one_worker(directory: Path, cfg: Config, floor: float) -> list[R
             if rep >= cfg.step_warmup:
                 rates[instances].append(total / elapsed)
                 per_step[instances].append(commits / total)
+    # What signing and encryption cost where a step's CPU counts most: the most instances.
+    most = max(cfg.concurrencies)
+    sealed: dict[str, list[float]] = {"unsigned": [], "encrypted": []}
+    for rep in range(cfg.step_warmup + cfg.step_reps):
+        for sealing in sealed if AesGcmCodec is not None else ["unsigned"]:
+            path = directory / f"steps-{rep}-{most}-{sealing}.db"
+            elapsed, _ = await one_worker_run(path, most, cfg, sealing)
+            if rep >= cfg.step_warmup:
+                sealed[sealing].append(most * cfg.steps_per_instance / elapsed)
     rows = []
     letters = iter("abcdefghijklmnopqrstuvwxyz")
     for instances in cfg.concurrencies:
@@ -299,6 +323,23 @@ async def bench_one_worker(directory: Path, cfg: Config, floor: float) -> list[R
                 rate.min / floor if rate.min else None, rate.max / floor if rate.max else None,
                 "x"),
         ]
+    # Time per step relative to the unsigned run: (1 / rate) / (1 / unsigned rate).
+    unsigned = statistics.median(sealed["unsigned"])
+    signing = unsigned / statistics.median(rates[most])
+    rows += [spread(f"2{next(letters)}", f"steps/s, one worker, {most} instances, unsigned "
+                    "(SQLite)", sealed["unsigned"], "steps/s"),
+             Row(f"2{next(letters)}", "  signing: time per step, signed / unsigned", signing,
+                 unit="x", target=f"≤ {SIGNING_TARGET}x", ok=signing <= SIGNING_TARGET,
+                 note=f"{signing - 1:+.1%}")]
+    if sealed["encrypted"]:
+        encryption = unsigned / statistics.median(sealed["encrypted"])
+        rows += [spread(f"2{next(letters)}", f"steps/s, one worker, {most} instances, encrypted "
+                        "(SQLite)", sealed["encrypted"], "steps/s"),
+                 Row(f"2{next(letters)}", "  encryption and signing: time per step, encrypted "
+                     "/ unsigned", encryption, unit="x", note=f"{encryption - 1:+.1%}")]
+    else:
+        rows += [unavailable(f"2{next(letters)}", "steps/s, encrypted", "no cryptography"),
+                 unavailable(f"2{next(letters)}", "  encryption: time per step", "no cryptography")]
     return rows
 
 
@@ -671,6 +712,7 @@ def write_json(path: Path, cfg: Config, quick: bool, env: dict[str, Any], rows: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("DURABLE_SECRET_KEY", BENCH_KEY)  # PostgreSQL, and the workers' too
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")

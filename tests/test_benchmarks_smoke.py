@@ -22,13 +22,13 @@ SCRIPT = ROOT / "benchmarks" / "run.py"
 WORKERS_SCRIPT = ROOT / "benchmarks" / "workers.py"
 ROWS = [
     "1a", "1b", "1c", "1d", "1e", "1f", "1g",
-    "2a", "2b", "2c", "2d", "2e",
+    "2a", "2b", "2c", "2d", "2e", "2f", "2g",
     "3a", "3b", "3c", "3d", "3e", "3f",
     "4a", "4b", "4c",
 ]
 WORKERS_ROWS = [
     "1a", "1b", "1c",
-    "2a", "2b", "2c", "2d", "2e", "2f", "2g", "2h", "2i",
+    "2a", "2b", "2c", "2d", "2e", "2f", "2g", "2h", "2i", "2j", "2k", "2l", "2m",
     "3a", "3b", "3c", "3d",
     "4a", "4b", "4c", "4d",
 ]

@@ -370,3 +370,12 @@ async def test_postgres_needs_a_key_or_says_it_is_insecure(postgres_dsn, monkeyp
         assert await store.load("i") == {"status": "running"}
     finally:
         await store.close()
+
+
+async def test_the_memory_store_signs_only_with_a_key_given(monkeypatch) -> None:
+    """Nothing outside the process can write it: by default it spends nothing on signatures."""
+    monkeypatch.delenv("DURABLE_SECRET_KEY")
+    plain, signed = InMemoryStateStore(), InMemoryStateStore(secret_key="a key given to it here")
+    for store in (plain, signed):
+        await store.save("i", {"status": "running"})
+    assert plain._states["i"].startswith(b"\x80") and signed._states["i"].startswith(b"DUR1")

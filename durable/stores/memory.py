@@ -79,8 +79,9 @@ class MemoryEventLog(EventLog):
 
 
 class InMemoryStateStore(Blobs, StateStore, EventLog):
-    """Keeps every state serialised (and sealed, under a random key of this process unless
-    one is given), so saved state never aliases live objects."""
+    """Keeps every state serialised, so saved state never aliases live objects. Signs only
+    with a key given (``secret_key`` or ``$DURABLE_SECRET_KEY``): nothing outside this
+    process can write its states, so by default it spends nothing on signatures."""
 
     def __init__(self, *, secret_key: SecretKeys | None = None, codec: Codec | None = None,
                  max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,

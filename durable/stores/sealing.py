@@ -18,6 +18,7 @@ A pickle starts with ``b"\\x80"``, so an unsealed blob is told apart.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import os
 import pickle
@@ -51,17 +52,17 @@ class Codec(Protocol):
 
 class Keyring:
     """A store's secret keys (the first signs, any verifies), where they came from, and its
-    codec. ``Keyring.unsigned()`` is the explicit, insecure choice of no signing."""
+    codec. With no keys it does not sign (and reads only what is not signed)."""
 
     def __init__(self, keys: Sequence[bytes], source: str, codec: Codec | None = None) -> None:
+        if codec is not None and not keys:
+            raise StoreError("a codec needs a secret key too: what it encodes is then signed")
         self.keys = list(keys)
         self.source = source
         self.codec = codec
-        self._by_id = {_key_id(key): key for key in reversed(self.keys)}  # the first wins
-
-    @classmethod
-    def unsigned(cls, codec: Codec | None = None) -> Keyring:
-        return cls([], "no key (insecure_unsigned)", codec)
+        # Per key, its id and a started HMAC to copy (cheaper than starting one per blob).
+        self._macs = [(_key_id(key), hmac.new(key, digestmod=hashlib.sha256)) for key in self.keys]
+        self._by_id = dict(reversed(self._macs))  # the first wins
 
     @property
     def signs(self) -> bool:
@@ -72,12 +73,10 @@ class Keyring:
         if self.codec is not None:
             data, flags = self.codec.encode(data, bound), _ENCODED
         if not self.keys:
-            if flags:
-                raise StoreError("a codec needs a secret key to sign what it encodes")
             return data
-        key = self.keys[0]
-        head = MAGIC + bytes((flags,)) + _key_id(key)
-        return head + hmac.digest(key, head + bound + data, "sha256") + data
+        key_id, started = self._macs[0]
+        head = MAGIC + bytes((flags,)) + key_id
+        return b"".join((head, _mac(started, head, bound, data), data))
 
     def open(self, blob: bytes, bound: bytes, what: str) -> bytes:
         """The data sealed in ``blob`` for ``bound``; ``UnverifiedDataError`` (nothing
@@ -88,9 +87,8 @@ class Keyring:
                                           f"store without a secret key ({self.source} signs)")
             return blob
         head, mac, data = blob[:_HEAD - _MAC], blob[_HEAD - _MAC:_HEAD], blob[_HEAD:]
-        key = self._by_id.get(head[len(MAGIC) + 1:])
-        if key is None or not hmac.compare_digest(mac, hmac.digest(key, head + bound + data,
-                                                                   "sha256")):
+        started = self._by_id.get(head[len(MAGIC) + 1:])
+        if started is None or not hmac.compare_digest(mac, _mac(started, head, bound, data)):
             raise UnverifiedDataError(what, "was altered, or written with another key: its "
                                       f"signature does not verify under {self._described()}")
         if head[len(MAGIC)] & _ENCODED:
@@ -120,13 +118,20 @@ class Keyring:
             left.append(str(error))
             return None
         if (self.codec is None and not blob[len(MAGIC)] & _ENCODED
-                and blob[len(MAGIC) + 1:_HEAD - _MAC] == _key_id(self.keys[0])):
+                and blob[len(MAGIC) + 1:_HEAD - _MAC] == self._macs[0][0]):
             return None  # (with a codec, always encoded anew: its keys may have rotated)
         return self.seal(data, bound)
 
     def _described(self) -> str:
         count = len(self.keys)
         return f"{'the key' if count == 1 else f'any of the {count} keys'} of {self.source}"
+
+
+def _mac(started: hmac.HMAC, *parts: bytes) -> bytes:
+    mac = started.copy()
+    for part in parts:
+        mac.update(part)
+    return mac.digest()
 
 
 def _key_id(key: bytes) -> bytes:
@@ -153,10 +158,11 @@ def payload_named(instance_id: str, event: str, event_id: str) -> str:
 def keyring(secret_key: SecretKeys | None, *, codec: Codec | None = None,
             key_file: Path | None = None, in_process: bool = False,
             insecure_unsigned: bool = False, store: str = "this store") -> Keyring:
-    """A store's keyring, from (first found) ``secret_key``, ``$DURABLE_SECRET_KEY``, the key
-    file beside an embedded store (made, readable only by its owner, on first use), or for a
-    store only this process sees (``in_process``) a random key. With none of them,
-    ``insecure_unsigned=True`` is the only way to a store that does not sign."""
+    """A store's keyring, from (first found) ``secret_key``, ``$DURABLE_SECRET_KEY``, or the
+    key file beside an embedded store (made, readable only by its owner, on first use). A
+    store only this process sees (``in_process``) signs only with a key given (encoding
+    needs one: it then makes one). Else ``insecure_unsigned=True`` is the only way to a
+    store that does not sign."""
     if codec is None:
         codec = codec_from_environment()
     if secret_key is not None:
@@ -165,10 +171,12 @@ def keyring(secret_key: SecretKeys | None, *, codec: Codec | None = None,
         return Keyring(_keys(configured.split(","), ENVIRONMENT), ENVIRONMENT, codec)
     if key_file is not None:
         return Keyring([read_key_file(key_file)], f"the key file {key_file}", codec)
+    if in_process and codec is None:  # a signature would protect nothing there
+        return Keyring([], "no key: nothing outside this process can write this store")
     if in_process:
         return Keyring([secrets.token_bytes(32)], "a key this process made", codec)
     if insecure_unsigned:
-        return Keyring.unsigned(codec)
+        return Keyring([], "no key (insecure_unsigned)", codec)
     raise StoreError(f"{store} needs a secret key to sign what it saves: set {ENVIRONMENT} (make "
                      f"one with {MAKE_A_KEY}) or pass secret_key=; insecure_unsigned=True "
                      "saves without signing, so whoever can write the database can run code "
