@@ -22,6 +22,7 @@ from .errors import (
     TooLargeError,
     UnknownInstanceError,
     UnsupportedPauseError,
+    UnverifiedDataError,
 )
 from .primitives import (
     SKIPPED,
@@ -83,6 +84,7 @@ __all__ = [
     "TooLargeError",
     "UnknownInstanceError",
     "UnsupportedPauseError",
+    "UnverifiedDataError",
     "Worker",
     "__version__",
     "call_child",

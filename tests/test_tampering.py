@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
 import pickle
 import sqlite3
@@ -39,7 +40,7 @@ from durable import (
 )
 from durable.errors import StoreError, UnverifiedDataError
 from durable.stores import open_store
-from durable.stores.sealing import Keyring, load_plain_data, state_bound
+from durable.stores.sealing import Hmac, Keyring, load_plain_data, state_bound
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
@@ -379,3 +380,24 @@ async def test_the_memory_store_signs_only_with_a_key_given(monkeypatch) -> None
     for store in (plain, signed):
         await store.save("i", {"status": "running"})
     assert plain._states["i"].startswith(b"\x80") and signed._states["i"].startswith(b"DUR1")
+
+
+@pytest.mark.parametrize("key", [b"k" * 16, b"k" * 64, b"k" * 65, bytes(range(200))])
+def test_signatures_are_hmac_sha256(key) -> None:
+    for parts in ((b"",), (b"head", b"bound", b"data"), (b"x" * 1000,)):
+        assert Hmac(key).digest(*parts) == hmac.digest(key, b"".join(parts), "sha256")
+
+
+async def test_a_disk_store_written_before_signing_is_adopted_when_asked(tmp_path) -> None:
+    """Its state files were a header without the id, then a plain pickle."""
+    store = DiskStateStore(tmp_path / "states")
+    legacy = pickle.dumps({"status": "running", "n": 1})
+    header = pickle.dumps(("durable state", "running", "x:y", None), pickle.HIGHEST_PROTOCOL)
+    (tmp_path / "states" / "i-old.state").write_bytes(header + legacy)
+    with pytest.raises(UnverifiedDataError, match="the saved state of instance 'old' is not "
+                                                  "signed"):
+        await store.load("old")
+    assert (await store.resign()).left == ["the saved state of instance 'old' is not signed "
+                                           "(resign --adopt-unsigned signs it)"]
+    assert (await store.resign(adopt_unsigned=True)).changed == 1
+    assert await store.load("old") == {"status": "running", "n": 1}
