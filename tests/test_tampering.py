@@ -198,6 +198,8 @@ async def test_a_forged_payload_runs_on_no_path(store_url, tmp_path) -> None:
             reason = await blocked(client, "p")
         assert reason.startswith("the payload of event 'paid' (id ") and "of instance 'p'" in reason
         assert "is not signed" in reason
+        with pytest.raises(UnverifiedDataError, match="the payload of event 'paid'"):
+            await payment(orchestration_backend=DurableBackend(store), instance_id="p")
         assert kept(store_url)[1] == before[1]  # the event is kept, as it was
     finally:
         await store.close()
