@@ -11,7 +11,8 @@ from typing import Any
 from . import serialization
 from .clock import SYSTEM_CLOCK, Clock
 from .stores import EventLog, InMemoryStateStore, StateStore
-from .stores.base import State, with_keys
+from .stores.base import State
+from .stores.blobs import with_keys
 from .stores.memory import MemoryEventLog
 from .stores.sealing import Codec, SecretKeys
 from .waiting import wait_set

@@ -20,7 +20,8 @@ from .errors import CANCEL_EVENT, DurableError, InstanceEndedError, StoreError, 
 from .ids import check_instance_id
 from .program import DurableProgram
 from .runtime.runtime import DurableRuntime, outcome
-from .stores.base import ENDED, STATUSES, InstanceInfo, InstanceStore, with_keys
+from .stores.base import ENDED, STATUSES, InstanceInfo, InstanceStore
+from .stores.blobs import with_keys
 from .stores.sealing import Codec, SecretKeys
 from .stores.urls import open_store, redact
 

@@ -27,9 +27,7 @@ from ..ids import check_instance_id
 from .base import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MAX_STATE_BYTES,
-    Blobs,
     EventLog,
-    Resigned,
     State,
     StateStore,
     consumed,
@@ -38,6 +36,7 @@ from .base import (
     same_start,
     start_digest,
 )
+from .blobs import Blobs, Resigned
 from .sealing import (
     Codec,
     SecretKeys,

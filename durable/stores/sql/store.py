@@ -35,11 +35,9 @@ from ..base import (
     ENDED,
     FAILED,
     RUNNING,
-    Blobs,
     InstanceInfo,
     InstanceStore,
     Lease,
-    Resigned,
     State,
     consumed,
     receivable,
@@ -48,6 +46,7 @@ from ..base import (
     status_of,
     terminated,
 )
+from ..blobs import Blobs, Resigned
 from ..sealing import Keyring
 from .connections import Connection, Operation, close_quietly
 from .dialect import Dialect

@@ -1,0 +1,108 @@
+"""How a store turns states and event payloads into the bytes it keeps, and back."""
+
+from __future__ import annotations
+
+import functools
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import IncompatibleStateError, StoreError, TooLargeError
+from .base import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_STATE_BYTES, State, StateStore
+from .sealing import (
+    Codec,
+    Keyring,
+    SecretKeys,
+    keyring,
+    payload_bound,
+    payload_named,
+    state_bound,
+    state_named,
+)
+
+
+class Blobs:
+    """How a store turns a state or an event payload into the bytes it keeps, and back:
+    pickled (payloads arrive pickled), refused over the size limits before anything is written
+    (so a state over the limit leaves the previous one in place), and sealed (``sealing``): a
+    blob is unpickled only once its signature verifies. ``max_state_bytes`` of a pickled
+    state, ``max_payload_bytes`` of an event's pickled payload."""
+
+    max_state_bytes = DEFAULT_MAX_STATE_BYTES
+    max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
+    keyring: Keyring
+
+    def _set_blobs(self, max_state_bytes: int, max_payload_bytes: int, keys: Keyring) -> None:
+        for name, value in (("max_state_bytes", max_state_bytes),
+                            ("max_payload_bytes", max_payload_bytes)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of bytes, got {value!r}")
+        self.max_state_bytes = max_state_bytes
+        self.max_payload_bytes = max_payload_bytes
+        self.keyring = keys
+
+    def use_keys(self, secret_key: SecretKeys | None, codec: Codec | None = None) -> None:
+        """Sign with the first of ``secret_key`` (and verify with any; without, the keys it
+        has), encoding with ``codec``."""
+        if secret_key is None:
+            self.keyring = Keyring(self.keyring.keys, self.keyring.source, codec)
+        else:
+            self.keyring = keyring(secret_key, codec=codec)
+
+    def _resealer(self, adopt_unsigned: bool, left: list[str]) -> Callable[[bytes, bytes, str],
+                                                                           bytes | None]:
+        """What ``resign`` applies to each blob (``Keyring.resealed``)."""
+        if not self.keyring.signs:
+            raise StoreError("this store has no secret key to sign with (insecure_unsigned)")
+        return functools.partial(self.keyring.resealed, adopt_unsigned=adopt_unsigned,
+                                 left=left)
+
+    def _state_blob(self, instance_id: str, state: State) -> bytes:
+        data = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+        if len(data) > self.max_state_bytes:
+            raise TooLargeError(instance_id, "the state", len(data), self.max_state_bytes,
+                                "max_state_bytes")
+        return self.keyring.seal(data, state_bound(instance_id))
+
+    def _state_of(self, instance_id: str, blob: bytes) -> State:
+        data = self.keyring.open(blob, state_bound(instance_id), state_named(instance_id))
+        try:
+            return pickle.loads(data)
+        except Exception as error:
+            raise IncompatibleStateError(f"{state_named(instance_id)} cannot be read: "
+                                         f"{type(error).__name__}: {error}") from error
+
+    def _payload_blob(self, instance_id: str, event: str, payload: bytes | None) -> bytes | None:
+        if payload is None:
+            return None
+        if len(payload) > self.max_payload_bytes:
+            raise TooLargeError(instance_id, "an event payload", len(payload),
+                                self.max_payload_bytes, "max_payload_bytes")
+        return self.keyring.seal(payload, payload_bound(instance_id, event))
+
+    def _payload_of(self, instance_id: str, event: str, event_id: str,
+                    blob: bytes | None) -> bytes | None:
+        """The pickled payload, verified (the runtime unpickles it)."""
+        if blob is None:
+            return None
+        return self.keyring.open(blob, payload_bound(instance_id, event),
+                                 payload_named(instance_id, event, event_id))
+
+
+def with_keys(store: StateStore, secret_key: SecretKeys | None, codec: Codec | None) -> None:
+    """What ``Client``, ``Worker`` and ``DurableBackend`` do with the keys they are given."""
+    if secret_key is None and codec is None:
+        return
+    if not isinstance(store, Blobs):
+        raise TypeError(f"{type(store).__name__} does not seal what it saves: secret_key and "
+                        "codec are for durable's own stores")
+    store.use_keys(secret_key, codec)
+
+
+@dataclass(frozen=True)
+class Resigned:
+    """What ``resign`` did: how many blobs it sealed anew with the first key, and those it left
+    as they were because they do not verify (each named, with why)."""
+
+    changed: int
+    left: list[str]
