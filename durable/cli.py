@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from . import showing
 from .client import Client, InstanceNotEnded
 from .deploy_check import HOOK, MOVES, UNCHANGED, FrameCheck
 from .errors import (
@@ -141,6 +142,16 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("instance_id", metavar="ID")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(command=_status)
+
+    show = commands.add_parser(
+        "show", parents=[store], help="show where an instance stands, at source level",
+        description="The instance's stack as its last pause or end saved it, like a "
+        "debugger's backtrace: each frame's file, line and function, the lines around it, its "
+        "variables (bounded; secrets as ***); what it waits for; how it ended. Reads what the "
+        "store keeps beside the state: nothing is unpickled.")
+    show.add_argument("instance_id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(command=_show)
 
     publish = commands.add_parser("publish", parents=[store], help="publish an event to an instance")
     publish.add_argument("instance_id", metavar="ID")
@@ -304,6 +315,32 @@ async def _status(args: argparse.Namespace) -> int:
         if custom is not None:
             rows.append(("custom", repr(custom)))
         _print_rows(rows)
+        return 0
+    return await _with_client(args, act)
+
+
+async def _show(args: argparse.Namespace) -> int:
+    async def act(client: Client) -> int:
+        info = await client.status(args.instance_id)
+        summary = await client.summary(args.instance_id)
+        if args.json:
+            print(json.dumps({**_as_dict(info), "summary": summary}))
+            return 0
+        rows = [("instance", info.instance_id), ("program", info.program),
+                ("status", _status_text(info)), ("updated", _time(info.updated_at))]
+        if info.reason is not None:
+            rows.append(("reason", info.reason))
+        if summary is None:
+            _print_rows(rows)
+            print("\nno stack yet: it has not paused since it started")
+            return 0
+        _print_rows(rows + showing.about_lines(summary))
+        stack = showing.stack_lines(summary)
+        if stack:
+            print("\n" + ("last paused at, before it ran on:\n" if info.status == "running"
+                          else "") + "\n".join(stack))
+        for line in showing.outcome_lines(summary):
+            print(line)
         return 0
     return await _with_client(args, act)
 

@@ -238,6 +238,13 @@ class Client:
         state = await self._ask(self.store.load(instance_id))
         return None if state is None else state.get("custom_status")
 
+    async def summary(self, instance_id: str) -> dict[str, Any] | None:
+        """Where the instance stands as its last pause or end saved it, for people to see
+        (``durable.runtime.summary``): each branch's frames at source level with their
+        variables as bounded reprs, what it waits for, how it ended. None until it first
+        pauses or ends. Reads plain JSON: nothing is unpickled."""
+        return await self._ask(self.store.summary(instance_id))
+
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
         """Instances, newest first; ``status`` keeps those with one status (``"waiting"``...)."""
         if status is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from .backends import DurableBackend, OrchestrationBackend
@@ -24,10 +24,12 @@ class DurableProgram:
     raises its error) again without running anything.
     """
 
-    def __init__(self, fn: Callable[..., Coroutine[Any, Any, Any]], *, migrate: bool = True) -> None:
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, Any]], *, migrate: bool = True,
+                 redact: Iterable[str] = ()) -> None:
         _require_coroutine_function(fn)
         self.fn = fn
         self.migrate = migrate
+        self.redact = tuple(redact)
         self.__wrapped__ = fn
         self.__name__ = fn.__name__
         self.__qualname__ = fn.__qualname__
@@ -61,17 +63,21 @@ class DurableProgram:
         return f"<DurableProgram {self.key}>"
 
 
-def make_durable(fn: Callable[..., Coroutine[Any, Any, Any]], *, migrate: bool = True) -> DurableProgram:
+def make_durable(fn: Callable[..., Coroutine[Any, Any, Any]], *, migrate: bool = True,
+                 redact: Iterable[str] = ()) -> DurableProgram:
     """Compile ``fn`` (an ``async def``) into a durable program; errors name construct and line.
 
     ``migrate``: when the code of a function on a paused instance's stack changes, move the
     instance onto the new code where that is sound (the default), or (False) run it only on the
-    exact code it was saved with: pinned, it waits for a worker that has that code."""
+    exact code it was saved with: pinned, it waits for a worker that has that code.
+    ``redact``: variable names (or name parts) shown as ``***`` in its summaries, beside the
+    default list (``durable.runtime.summary.REDACTED``)."""
     if isinstance(fn, DurableProgram):
-        if fn.migrate != migrate:
-            raise ValueError(f"{fn.qualname} is already durable with migrate={fn.migrate}")
+        if fn.migrate != migrate or fn.redact != tuple(redact):
+            raise ValueError(f"{fn.qualname} is already durable with migrate={fn.migrate}, "
+                             f"redact={fn.redact}")
         return fn
-    return DurableProgram(fn, migrate=migrate)
+    return DurableProgram(fn, migrate=migrate, redact=redact)
 
 
 def _require_coroutine_function(fn: Any) -> None:

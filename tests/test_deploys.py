@@ -30,6 +30,7 @@ from durable import (
     make_durable,
     open_store,
 )
+from durable.stores.sealing import state_bound
 
 _names = count()
 
@@ -158,16 +159,17 @@ async def test_a_state_that_cannot_be_read_blocks_and_is_left_as_it_is(tmp_path)
     store = open_store(f"sqlite:///{path}")
     client = Client(store)
     await paused(client, deployment.module, ["c"])
+    garbage = store.keyring.seal(b"garbage", state_bound("c"))  # signed, but no pickle
     with sqlite3.connect(path) as database:
         good = database.execute("SELECT state FROM durable_instances WHERE id = 'c'").fetchone()[0]
-        database.execute("UPDATE durable_instances SET state = ? WHERE id = 'c'", (b"garbage",))
+        database.execute("UPDATE durable_instances SET state = ? WHERE id = 'c'", (garbage,))
     await client.publish_event("c", "go")
     async with running(Worker(store, [deployment.module.flow_program], name="w")):
         info = await client.wait_for_status("c", "blocked", timeout=30)
     assert "the saved state of instance 'c' cannot be read" in info.reason
     with sqlite3.connect(path) as database:
         assert database.execute("SELECT state FROM durable_instances WHERE id = 'c'").fetchone()[0] \
-            == b"garbage"
+            == garbage
         database.execute("UPDATE durable_instances SET state = ? WHERE id = 'c'", (good,))
     async with running(Worker(store, [deployment.module.flow_program])):
         assert await client.result("c", timeout=30) == 2

@@ -57,7 +57,7 @@ class Exploit:
 
 
 async def _approval(name: str) -> str:
-    set_status({"stage": "waiting", "name": name})
+    await set_status({"stage": "waiting", "name": name})
     raise PauseForEventException("go")
     return f"{name} approved"
 
@@ -159,6 +159,8 @@ async def test_a_forged_state_runs_on_no_path(store_url, tmp_path, forgery) -> N
         execute(store_url, "UPDATE durable_instances SET status = 'waiting' WHERE id = 'forged'")
         code, out, err = await command(tmp_path, "list", "--store", store_url)
         assert code == 0 and "forged" in out, err
+        code, out, err = await command(tmp_path, "show", "forged", "--store", store_url)
+        assert code == 0 and "_approval" in out, err  # its summary: no pickle read
         with pytest.raises(UnverifiedDataError, match="'forged'"):
             await approval(orchestration_backend=DurableBackend(store), instance_id="forged")
 

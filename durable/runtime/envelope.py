@@ -25,7 +25,7 @@ def envelope(program: str, status: str, frames: list[bytes], *, saves: int,
              custom_status: Any = None, parent: str | None = None, children: int = 0,
              result: bytes | None = None,
              error_traceback: str | None = None, consumed_events: list[str] | None = None,
-             positions: list[str] | None = None) -> dict[str, Any]:
+             positions: list[str] | None = None, summary: str | None = None) -> dict[str, Any]:
     """Everything about an instance; the frames and the result are already pickled. The lists
     passed in become the envelope's own (not copied: an instance saves after every call)."""
     return {
@@ -47,6 +47,7 @@ def envelope(program: str, status: str, frames: list[bytes], *, saves: int,
         "parent": parent,  # the instance that started this one
         "children": children,  # children started with a default id
         "positions": positions,  # where each frame stands, as JSON (migration.Position)
+        "summary": summary,  # at a pause or the end, what a person sees (summary.py), as JSON
         "updated_at": time.time(),
     }
 

@@ -16,6 +16,7 @@ from .. import serialization
 from ..errors import InstanceEndedError, SerializationError
 from ..primitives.control import child_event
 from . import envelope
+from . import summary as summaries
 from .outcomes import saveable_error
 
 CANCEL_CHECK_SECONDS = 1.0  # how often a running instance looks for a Client.cancel
@@ -28,7 +29,8 @@ class Saving:
         raised before it could save anything (state it cannot load or save), so that such an
         instance ends instead of being retried forever."""
         text = "".join(traceback.format_exception(error))
-        state = self._state(envelope.FAILED, result=saveable_error(error), error_traceback=text)
+        state = self._state(envelope.FAILED, result=saveable_error(error), error_traceback=text,
+                            shown=f"{type(error).__name__}: {error}")
         if self.last_saved is not None:
             state["retry"] = self.last_saved  # what Client.retry starts from
         if self._checkpoints is None:
@@ -40,7 +42,7 @@ class Saving:
     async def _save(self, status: str, *, waiting_for: str | None = None,
                     waiting_events: list[str] | None = None, wake_at: float | None = None,
                     result: bytes | None = None, error_traceback: str | None = None,
-                    raising: bool = False) -> None:
+                    shown: str | None = None, raising: bool = False) -> None:
         """``raising``: an error is on its way out of a frame; should it fail the instance, a
         retry starts from the last save made before it (which runs the failed call again)."""
         if raising:
@@ -51,15 +53,18 @@ class Saving:
             else:  # the last save: it must come after the saves branches asked for
                 await self._checkpoints.last(self._state(
                     status, waiting_for=waiting_for, waiting_events=waiting_events,
-                    wake_at=wake_at, result=result, error_traceback=error_traceback), self._store)
+                    wake_at=wake_at, result=result, error_traceback=error_traceback,
+                    shown=shown), self._store)
             return
         await self._store(self._state(status, waiting_for=waiting_for,
                                       waiting_events=waiting_events, wake_at=wake_at,
-                                      result=result, error_traceback=error_traceback))
+                                      result=result, error_traceback=error_traceback, shown=shown))
 
     def _state(self, status: str, *, waiting_for: str | None = None,
                waiting_events: list[str] | None = None, wake_at: float | None = None,
-               result: bytes | None = None, error_traceback: str | None = None) -> dict[str, Any]:
+               result: bytes | None = None, error_traceback: str | None = None,
+               shown: str | None = None) -> dict[str, Any]:
+        """``shown``: how a person sees the outcome (the result's repr, the error's line)."""
         frames: list[bytes] = []
         fibers: bytes | None = None
         positions: list[str] | None = None
@@ -80,12 +85,29 @@ class Saving:
         self._saves += 1
         consumed, self._consumed = self._consumed, []
         self._saving.extend(consumed)
+        summary = None
+        if status != envelope.RUNNING:  # a pause or the end: what a person sees of it
+            summary = self._summary(status, waiting_for, waiting_events, wake_at, shown,
+                                    error_traceback)
         return envelope.envelope(
             self.program.key, status, frames, saves=self._saves, waiting_for=waiting_for,
             custom_status=self.custom_status, parent=self._parent, children=self._children,
             waiting_events=waiting_events, wake_at=wake_at, fibers=fibers, result=result,
             error_traceback=error_traceback, consumed_events=consumed, positions=positions,
+            summary=summary,
         )
+
+    def _summary(self, status: str, waiting_for: str | None, waiting_events: list[str] | None,
+                 wake_at: float | None, shown: str | None, error_traceback: str | None) -> str:
+        branches = []
+        if status == envelope.PAUSED:
+            branches = [("main" if fiber is self.root else f"branch {fiber.id}",
+                         fiber.stack.frames) for fiber in (self.root, *self.fibers.values())]
+        return summaries.instance_summary(
+            branches, redacted=self.program.redact, waiting_for=waiting_for,
+            waiting_events=waiting_events, wake_at=wake_at, custom_status=self.custom_status,
+            parent=self._parent, children=self._children, outcome=shown,
+            error_traceback=error_traceback)
 
     async def _store(self, state: dict[str, Any]) -> None:
         raising, self._raising = self._raising, False
@@ -108,7 +130,7 @@ class Saving:
                 f"saved as the instance's result: {error}",
                 function=self.program.qualname, type_name=type(value).__qualname__,
             ) from error
-        await self._save(envelope.COMPLETED, result=result)
+        await self._save(envelope.COMPLETED, result=result, shown=summaries.bounded_repr(value))
         self._tell_parent()
         return value
 

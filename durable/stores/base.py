@@ -227,6 +227,11 @@ class InstanceStore(StateStore, EventLog):
         """Instances, newest first, optionally only those with one status of STATUSES."""
 
     @abstractmethod
+    async def summary(self, instance_id: str) -> dict[str, Any] | None:
+        """What the instance's last pause or end saved for people to see (``runtime.summary``),
+        parsed; None if it has not paused or ended yet. Never unpickles anything."""
+
+    @abstractmethod
     async def terminate(self, instance_id: str, reason: str) -> bool:
         """Stop an unfinished instance for good (its lease is fenced off); False if it had ended."""
 

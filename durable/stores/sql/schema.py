@@ -94,6 +94,9 @@ MIGRATIONS: list[list[str | Callable[[Any, Dialect, Keyring], None]]] = [
     [  # 7: every state and payload signed (stores.sealing)
         sign_unsigned,
     ],
+    [  # 8: what a person sees of a waiting or ended instance (runtime.summary), as JSON
+        "ALTER TABLE durable_instances ADD COLUMN summary TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

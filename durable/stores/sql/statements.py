@@ -47,26 +47,30 @@ class Statements:
                         " ORDER BY created_at DESC, id LIMIT :limit")
         self.list_status = sql(f"SELECT {INFO} FROM durable_instances WHERE {SHOWN_STATUS} = :status"
                                " ORDER BY created_at DESC, id LIMIT :limit")
-        columns = "program, status, waiting_for, wake_at, waits, state, code, positions"
-        values = ":program, :status, :waiting_for, :wake_at, :waits, :state, :code, :positions"
+        columns = "program, status, waiting_for, wake_at, waits, state, code, positions, summary"
+        values = (":program, :status, :waiting_for, :wake_at, :waits, :state, :code, :positions,"
+                  " :summary")
         # ON CONFLICT with no target: PostgreSQL keeps ids unique by an exclusion constraint.
         self.create = sql(f"""
             INSERT INTO durable_instances (id, {columns}, start_digest, created_at, updated_at)
             VALUES (:id, {values}, :start_digest, {d.now}, {d.now}) ON CONFLICT DO NOTHING""")
         self.started = sql("SELECT program, start_digest FROM durable_instances WHERE id = :id")
+        self.summary = sql("SELECT summary FROM durable_instances WHERE id = :id")
         # A save: this update, else a create (else the update again, when another transaction
-        # created the instance meanwhile).
+        # created the instance meanwhile). A save of a running instance keeps the summary of
+        # its last pause.
         self.save = sql(f"""
             UPDATE durable_instances SET program = :program, status = :status,
                 waiting_for = :waiting_for, wake_at = :wake_at, waits = :waits, state = :state,
                 updated_at = {d.now}, code = :code, positions = :positions, blocked = NULL,
-                blocked_by = NULL
+                blocked_by = NULL, summary = COALESCE(:summary, summary)
             WHERE id = :id""")
         # A save that pauses or ends the run (:ends) gives the lease back.
         self.save_leased = sql(f"""
             UPDATE durable_instances SET status = :status, waiting_for = :waiting_for,
                 wake_at = :wake_at, waits = :waits, state = :state, updated_at = {d.now},
                 code = :code, positions = :positions, blocked = NULL, blocked_by = NULL,
+                summary = COALESCE(:summary, summary),
                 lease_owner = CASE WHEN :ends THEN NULL ELSE lease_owner END,
                 lease_expires = CASE WHEN :ends THEN NULL ELSE lease_expires END
             WHERE {held}""")
@@ -85,7 +89,8 @@ class Statements:
         self.retry = sql(f"""
             UPDATE durable_instances SET status = :status, waiting_for = :waiting_for,
                 wake_at = :wake_at, waits = :waits, state = :state, code = :code,
-                positions = :positions, updated_at = {d.now}, fence = fence + 1,
+                positions = :positions, summary = COALESCE(:summary, summary),
+                updated_at = {d.now}, fence = fence + 1,
                 lease_owner = NULL, lease_expires = NULL, blocked = NULL, blocked_by = NULL
             WHERE id = :id AND status = '{FAILED}'""")
         self.suspend = sql(f"""

@@ -258,6 +258,13 @@ class SqlStore(Blobs, InstanceStore):
         row = await self._query(lambda c: c.execute(self.sql.info, {"id": instance_id}).fetchone())
         return None if row is None else InstanceInfo(*row)
 
+    async def summary(self, instance_id: str) -> dict[str, Any] | None:
+        row = await self._query(lambda c: c.execute(self.sql.summary,
+                                                     {"id": instance_id}).fetchone())
+        if row is None:
+            raise UnknownInstanceError(instance_id, self.where)
+        return None if row[0] is None else json.loads(row[0])
+
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
         if status is None:
             query, params = self.sql.list, {"limit": limit}
@@ -444,7 +451,8 @@ class SqlStore(Blobs, InstanceStore):
                 "waiting_for": state.get("waiting_for"), "wake_at": state.get("wake_at"),
                 "waits": self.dialect.list_value(waits) if waits else None, "state": blob,
                 "code": code_version(positions) if positions else None,
-                "positions": f"[{','.join(positions)}]" if positions else None}
+                "positions": f"[{','.join(positions)}]" if positions else None,
+                "summary": state.get("summary")}
 
     def _handed_over(self, instance_id: str, blob: bytes) -> State | None:
         """A claimed instance's state, if it can be read (else the worker's load says why)."""
