@@ -298,15 +298,7 @@ async def _status(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(_as_dict(info)))
             return 0
-        rows = [("instance", info.instance_id), ("program", info.program),
-                ("status", _status_text(info)), ("created", _time(info.created_at)),
-                ("updated", _time(info.updated_at))]
-        if info.reason is not None:
-            rows.append(("reason", info.reason))
-        if info.blocked_by is not None:
-            rows.append(("seen by", info.blocked_by))
-        if info.lease_owner is not None:
-            rows.append(("worker", info.lease_owner))
+        rows = _info_rows(info)
         try:
             custom = await client.custom_status(args.instance_id)
         except UnverifiedDataError:
@@ -326,10 +318,7 @@ async def _show(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({**_as_dict(info), "summary": summary}))
             return 0
-        rows = [("instance", info.instance_id), ("program", info.program),
-                ("status", _status_text(info)), ("updated", _time(info.updated_at))]
-        if info.reason is not None:
-            rows.append(("reason", info.reason))
+        rows = _info_rows(info)
         if summary is None:
             _print_rows(rows)
             print("\nno stack yet: it has not paused since it started")
@@ -343,6 +332,20 @@ async def _show(args: argparse.Namespace) -> int:
             print(line)
         return 0
     return await _with_client(args, act)
+
+
+def _info_rows(info: InstanceInfo) -> list[tuple[str, str]]:
+    """What the store's columns say of an instance, as ``status`` and ``show`` print it."""
+    rows = [("instance", info.instance_id), ("program", info.program),
+            ("status", _status_text(info)), ("created", _time(info.created_at)),
+            ("updated", _time(info.updated_at))]
+    if info.reason is not None:
+        rows.append(("reason", info.reason))
+    if info.blocked_by is not None:
+        rows.append(("seen by", info.blocked_by))
+    if info.lease_owner is not None:
+        rows.append(("worker", info.lease_owner))
+    return rows
 
 
 def _print_rows(rows: list[tuple[str, str]]) -> None:
