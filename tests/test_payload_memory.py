@@ -45,12 +45,13 @@ def measured(url: str) -> dict[str, tuple[float, float]]:
 @pytest.mark.slow
 def test_a_large_payload_is_held_a_few_times_at_most(url: str) -> None:
     steps = measured(url)
-    # Publishing: the pickled payload, and the copies the driver and the database make of
-    # it (measured: 3.0x on both).
-    assert steps["publish"][0] < 3.5 and steps["publish"][1] < 2.5, steps
+    # Publishing: the pickled payload, its sealed copy (the signature goes in front of it),
+    # and the copies the driver and the database make of it (measured: 4.0x on both; 3.0x
+    # before payloads were signed).
+    assert steps["publish"][0] < 4.5 and steps["publish"][1] < 3.5, steps
     # A claim hands over event names, never payloads.
     assert steps["claim"][0] < 0.5 and steps["claim"][1] < 0.5, steps
     # Reading it back, beyond the peak of the publish: PostgreSQL's hex text, held twice by
     # the driver, took 4.0x more; in binary, 1.0x (SQLite: 0.1x). Python: the bytes and the
-    # unpickled payload.
+    # unpickled payload (the signature is checked, and the payload unpickled, in place).
     assert steps["payload read"][0] < 2 and steps["payload read"][1] < 2.5, steps

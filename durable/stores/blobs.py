@@ -81,8 +81,8 @@ class Blobs:
         return self.keyring.seal(payload, payload_bound(instance_id, event))
 
     def _payload_of(self, instance_id: str, event: str, event_id: str,
-                    blob: bytes | None) -> bytes | None:
-        """The pickled payload, verified (the runtime unpickles it)."""
+                    blob: bytes | None) -> bytes | memoryview | None:
+        """The pickled payload, verified (the runtime unpickles it): a view into ``blob``."""
         if blob is None:
             return None
         return self.keyring.open(blob, payload_bound(instance_id, event),

@@ -78,15 +78,16 @@ class Keyring:
         head = MAGIC + bytes((flags,)) + key_id
         return b"".join((head, started.digest(head, bound, data), data))
 
-    def open(self, blob: bytes, bound: bytes, what: str) -> bytes:
-        """The data sealed in ``blob`` for ``bound``; ``UnverifiedDataError`` (nothing
-        unpickled) if its MAC does not verify, or it is not sealed and this store signs."""
+    def open(self, blob: bytes, bound: bytes, what: str) -> bytes | memoryview:
+        """The data sealed in ``blob`` for ``bound`` (a view into it: a large payload is not
+        copied); ``UnverifiedDataError`` (nothing unpickled) if its MAC does not verify, or it
+        is not sealed and this store signs."""
         if not blob.startswith(MAGIC):
             if self.keys:
                 raise UnverifiedDataError(what, "is not signed: it was altered, or written by a "
                                           f"store without a secret key ({self.source} signs)")
             return blob
-        head, mac, data = blob[:_HEAD - _MAC], blob[_HEAD - _MAC:_HEAD], blob[_HEAD:]
+        head, mac, data = blob[:_HEAD - _MAC], blob[_HEAD - _MAC:_HEAD], memoryview(blob)[_HEAD:]
         started = self._by_id.get(head[len(MAGIC) + 1:])
         if started is None or not hmac.compare_digest(mac, started.digest(head, bound, data)):
             raise UnverifiedDataError(what, "was altered, or written with another key: its "
