@@ -52,6 +52,9 @@ async def test_a_local_and_a_payload_are_unreadable_in_the_files(kind, encrypted
     # The card is in the state (a local, the arguments) and in the payload; in plain pickles
     # it can be read in the files, encrypted it cannot.
     assert (CARD.encode() in everything_written(tmp_path)) is not encrypted
+    if kind == "sqlite":  # its summary (what people see of the variables) is encrypted too
+        [frame] = (await store.summary("c"))["branches"][0]["frames"]
+        assert frame["variables"]["holder"] == repr(f"card {CARD}")
     assert await checkout(orchestration_backend=backend, instance_id="c") == \
         f"card {CARD} confirmed by the holder of {CARD}"
     if hasattr(store, "close"):

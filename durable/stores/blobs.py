@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import IncompatibleStateError, StoreError, TooLargeError
 from .base import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_STATE_BYTES, State, StateStore
@@ -18,7 +21,10 @@ from .sealing import (
     payload_named,
     state_bound,
     state_named,
+    summary_bound,
 )
+
+SEALED_SUMMARY = "sealed:"  # a summary kept encrypted: then base64 of its sealed JSON
 
 
 class Blobs:
@@ -79,6 +85,23 @@ class Blobs:
             raise TooLargeError(instance_id, "an event payload", len(payload),
                                 self.max_payload_bytes, "max_payload_bytes")
         return self.keyring.seal(payload, payload_bound(instance_id, event))
+
+    def _summary_text(self, instance_id: str, summary: str | None) -> str | None:
+        """A summary as a store keeps it beside the state: its JSON, or with a codec (what
+        people see of the variables is as private as the variables) sealed, in base64."""
+        if summary is None or self.keyring.codec is None:
+            return summary
+        sealed = self.keyring.seal(summary.encode(), summary_bound(instance_id))
+        return SEALED_SUMMARY + base64.b64encode(sealed).decode()
+
+    def _summary_of(self, instance_id: str, text: str | None) -> dict[str, Any] | None:
+        if text is None:
+            return None
+        if text.startswith(SEALED_SUMMARY):
+            sealed = base64.b64decode(text[len(SEALED_SUMMARY):])
+            text = bytes(self.keyring.open(sealed, summary_bound(instance_id),
+                                           f"the summary of instance {instance_id!r}")).decode()
+        return json.loads(text)
 
     def _payload_of(self, instance_id: str, event: str, event_id: str,
                     blob: bytes | None) -> bytes | memoryview | None:

@@ -164,6 +164,10 @@ def payload_bound(instance_id: str, event: str) -> bytes:
     return b"payload\x00" + instance_id.encode() + b"\x00" + event.encode()
 
 
+def summary_bound(instance_id: str) -> bytes:
+    return b"summary\x00" + instance_id.encode()
+
+
 def state_named(instance_id: str) -> str:
     return f"the saved state of instance {instance_id!r}"
 

@@ -263,7 +263,7 @@ class SqlStore(Blobs, InstanceStore):
                                                      {"id": instance_id}).fetchone())
         if row is None:
             raise UnknownInstanceError(instance_id, self.where)
-        return None if row[0] is None else json.loads(row[0])
+        return self._summary_of(instance_id, row[0])
 
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
         if status is None:
@@ -452,7 +452,7 @@ class SqlStore(Blobs, InstanceStore):
                 "waits": self.dialect.list_value(waits) if waits else None, "state": blob,
                 "code": code_version(positions) if positions else None,
                 "positions": f"[{','.join(positions)}]" if positions else None,
-                "summary": state.get("summary")}
+                "summary": self._summary_text(instance_id, state.get("summary"))}
 
     def _handed_over(self, instance_id: str, blob: bytes) -> State | None:
         """A claimed instance's state, if it can be read (else the worker's load says why)."""
