@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -43,7 +44,7 @@ from .errors import (
 from .ids import check_instance_id
 from .logs import FORMATS, configure_logging
 from .program import DurableProgram
-from .stores.base import STATUSES, InstanceInfo
+from .stores.base import ENDED, STATUSES, InstanceInfo
 from .stores.urls import DEFAULT_URL
 from .version import __version__
 from .worker import Worker
@@ -152,6 +153,17 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("instance_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(command=_show)
+
+    past = commands.add_parser(
+        "history", parents=[store], help="what happened to an instance, in order",
+        description="The instance's history: created, steps and their attempts, events, "
+        "timers, pauses, what clients did, how it ended. Reads plain columns: nothing is "
+        "unpickled.")
+    past.add_argument("instance_id", metavar="ID")
+    past.add_argument("--follow", action="store_true",
+                      help="keep printing new entries until the instance ends")
+    past.add_argument("--json", action="store_true", help="print JSON, one entry a line")
+    past.set_defaults(command=_history)
 
     publish = commands.add_parser("publish", parents=[store], help="publish an event to an instance")
     publish.add_argument("instance_id", metavar="ID")
@@ -331,6 +343,21 @@ async def _show(args: argparse.Namespace) -> int:
         for line in showing.outcome_lines(summary):
             print(line)
         return 0
+    return await _with_client(args, act)
+
+
+async def _history(args: argparse.Namespace) -> int:
+    async def act(client: Client) -> int:
+        after = 0
+        while True:  # with --follow, looks at the status first: its last entries are then read
+            ended = args.follow and (await client.status(args.instance_id)).status in ENDED
+            for entry in await client.history(args.instance_id, after):
+                after = entry.number
+                print(json.dumps(dataclasses.asdict(entry)) if args.json
+                      else showing.entry_line(entry, _time))
+            if not args.follow or ended:
+                return 0
+            await client.store.wait_for_change(1.0)
     return await _with_client(args, act)
 
 

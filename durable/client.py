@@ -20,7 +20,7 @@ from .errors import CANCEL_EVENT, DurableError, InstanceEndedError, StoreError, 
 from .ids import check_instance_id
 from .program import DurableProgram
 from .runtime.runtime import DurableRuntime, outcome
-from .stores.base import ENDED, STATUSES, InstanceInfo, InstanceStore
+from .stores.base import ENDED, STATUSES, HistoryEntry, InstanceInfo, InstanceStore
 from .stores.blobs import with_keys
 from .stores.sealing import Codec, SecretKeys
 from .stores.urls import open_store, redact
@@ -244,6 +244,12 @@ class Client:
         variables as bounded reprs, what it waits for, how it ended. None until it first
         pauses or ends. Reads plain JSON: nothing is unpickled."""
         return await self._ask(self.store.summary(instance_id))
+
+    async def history(self, instance_id: str, after: int = 0) -> list[HistoryEntry]:
+        """What happened to the instance, oldest first (``durable.history``): the entries
+        numbered above ``after`` (to follow it: pass the last number seen). Plain JSON data:
+        nothing is unpickled."""
+        return await self._ask(self.store.history(instance_id, after))
 
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
         """Instances, newest first; ``status`` keeps those with one status (``"waiting"``...)."""

@@ -6,7 +6,10 @@ and the store's columns: nothing is unpickled, no user code runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from .stores.base import HistoryEntry
 
 
 def stack_lines(summary: dict[str, Any]) -> list[str]:
@@ -50,3 +53,15 @@ def about_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if len(summary.get("waiting_events") or []) > 1:
         rows.append(("waits for", ", ".join(summary["waiting_events"])))
     return rows
+
+
+TIMES = ("until", "retry_at", "due")  # data that are times, in seconds since the epoch
+
+
+def entry_line(entry: HistoryEntry, time_text: Callable[[float], str]) -> str:
+    """One history entry on one line: when, what, and its data as ``name=value``."""
+    details = ", ".join(
+        f"{name}={time_text(value) if name in TIMES and isinstance(value, float) else value}"
+        for name, value in entry.data.items() if value is not None and name != "traceback")
+    return (f"{entry.number:>6}  {time_text(entry.at)}  {entry.kind}"
+            + (f": {details}" if details else ""))

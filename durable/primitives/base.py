@@ -48,6 +48,9 @@ class Run(Protocol):
     def set_custom_status(self, value: Any) -> None:
         """What ``Client.status`` shows as ``custom_status``."""
 
+    def record(self, kind: str, **data: Any) -> None:
+        """Add an entry to the instance's history (``durable.history``)."""
+
     async def start_child(self, program: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                           instance_id: str | None) -> str:
         """Create a child instance of ``program`` (unless it exists); its id."""

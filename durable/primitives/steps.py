@@ -16,11 +16,13 @@ import inspect
 import logging
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from .. import history
 from ..clock import as_datetime, timer_time
 from ..errors import StepInterrupted
 from .base import Deliver, Outcome, Primitive, Run, Suspend, Throw, seconds_of
@@ -122,6 +124,7 @@ class StepRun(Primitive):
         if self.counted:
             self.running = True
             await run.checkpoint()
+        started = time.monotonic()
         try:
             result = await _call(_target(self.fn), self.args, self.kwargs, run)
         except Exception as error:
@@ -134,6 +137,8 @@ class StepRun(Primitive):
                 return Throw(error)
             return self._retry_later(error, run)
         self.running = False
+        run.record(history.STEP_COMPLETED, step=self.name, attempts=self.attempt,
+                   seconds=round(time.monotonic() - started, 6))
         return Deliver(result)
 
     def _attempts_left(self) -> bool:
@@ -148,11 +153,13 @@ class StepRun(Primitive):
 
     def _log_failure(self, run: Run, error: BaseException, retry_at: float | None) -> None:
         """One INFO line per failed attempt, with when the next one runs (if one does): what
-        an operator looks for first when an instance seems stuck."""
-        if not logger.isEnabledFor(logging.INFO):
-            return
+        an operator looks for first when an instance seems stuck; and its history entry."""
         attempts = self.policy.max_attempts if self.policy else 1
         text = f"{type(error).__name__}: {error}"
+        run.record(history.STEP_FAILED, step=self.name, attempt=self.attempt, of=attempts,
+                   error=text, retry_at=retry_at)
+        if not logger.isEnabledFor(logging.INFO):
+            return
         retry = None if retry_at is None else as_datetime(retry_at).isoformat()
         logger.info("instance %s: step %r attempt %d of %d failed: %s; %s", run.instance_id,
                     self.name, self.attempt, attempts, text,

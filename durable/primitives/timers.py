@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from .. import history
 from ..clock import _seconds, timer_time
 from .base import Deliver, Outcome, Primitive, Run, Suspend, seconds_of
 
@@ -26,7 +27,9 @@ class Sleep(Primitive):
         started = self.wake_at is None
         if started:
             self.wake_at = timer_time(now + (self.seconds or 0.0))
+            run.record(history.TIMER_SET, until=self.wake_at)
         if now >= self.wake_at:
+            run.record(history.TIMER_FIRED, due=self.wake_at)
             return Deliver(None)
         return Suspend(None, self.wake_at, changed=started)
 

@@ -25,7 +25,8 @@ def envelope(program: str, status: str, frames: list[bytes], *, saves: int,
              custom_status: Any = None, parent: str | None = None, children: int = 0,
              result: bytes | None = None,
              error_traceback: str | None = None, consumed_events: list[str] | None = None,
-             positions: list[str] | None = None, summary: str | None = None) -> dict[str, Any]:
+             positions: list[str] | None = None, summary: str | None = None,
+             history: list[Any] | None = None, recorded: int = 0) -> dict[str, Any]:
     """Everything about an instance; the frames and the result are already pickled. The lists
     passed in become the envelope's own (not copied: an instance saves after every call)."""
     return {
@@ -48,6 +49,8 @@ def envelope(program: str, status: str, frames: list[bytes], *, saves: int,
         "children": children,  # children started with a default id
         "positions": positions,  # where each frame stands, as JSON (migration.Position)
         "summary": summary,  # at a pause or the end, what a person sees (summary.py), as JSON
+        "history": [] if history is None else history,  # entries since the last save (history.py)
+        "recorded": recorded,  # history entries since the instance started
         "updated_at": time.time(),
     }
 

@@ -93,6 +93,9 @@ class Fiber:
     def set_custom_status(self, value: Any) -> None:
         self.runtime.set_custom_status(value)
 
+    def record(self, kind: str, **data: Any) -> None:
+        self.runtime.record(kind, **data)
+
     async def start_child(self, program: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                           instance_id: str | None) -> str:
         return await self.runtime.start_child(program, args, kwargs, instance_id)

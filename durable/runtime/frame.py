@@ -35,9 +35,13 @@ def _moved(function: CompiledFunction, position: str | None, values: dict[str, A
         why = PINNED
     else:
         try:
-            return move(Position.from_json(position), function, values, restoring.instance_id)
+            old = Position.from_json(position)
+            pc, moved = move(old, function, values, restoring.instance_id)
         except CannotMove as error:
             why = str(error)
+        else:
+            restoring.moved.append((function.qualname, old.line, function.line_of(pc)))
+            return pc, moved
     raise IncompatibleStateError(
         f"the code of {function.qualname}() ({function.filename}) changed after this instance "
         f"saved a frame of it, and the frame cannot move onto the new code: {why}. The instance "

@@ -234,6 +234,7 @@ class Restoring:
         self.migrate = migrate
         self._positions = positions
         self._next = 0
+        self.moved: list[tuple[str, int, int]] = []  # (function, old line, new line) per move
 
     def next_position(self) -> str | None:
         """Where the next frame restored stood, as JSON (None if the state did not record

@@ -11,11 +11,12 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .. import serialization
+from .. import history, serialization
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import Cancelled, IncompatibleStateError
 from ..ids import check_instance_id
 from . import envelope
+from . import summary as summaries
 from .fibers import Checkpoints, Fiber
 from .migration import Restoring
 from .outcomes import ENDED, outcome
@@ -57,6 +58,8 @@ class DurableRuntime(Trampoline, Scheduler, Saving):
         self._cancelled: Cancelled | None = None  # to raise at the next await of a running fiber
         self._cancel_checked = time.monotonic()  # a running instance looks for a cancel now and then
         self._saves = 0
+        self._history: list[history.Entry] = []  # recorded since the last save (history.py)
+        self._recorded = 0  # entries recorded since the instance started
         self._consumed: list[str] = []  # events taken since the last snapshot
         self._saving: list[str] = []  # events in a snapshot being written
         self.last_saved: dict[str, Any] | None = None  # kept beside the error if it fails
@@ -70,6 +73,7 @@ class DurableRuntime(Trampoline, Scheduler, Saving):
             return await self._schedule([self.root])
         envelope.check(state, self.program.key, self.instance_id)
         self._saves = state.get("saves", 0)
+        self._recorded = state.get("recorded", 0)
         self.custom_status = state.get("custom_status")
         self._parent = state.get("parent")
         self._children = state.get("children", 0)
@@ -78,6 +82,8 @@ class DurableRuntime(Trampoline, Scheduler, Saving):
             return outcome(state, self.instance_id)
         self.last_saved = state
         self._load_fibers(state)
+        if status == envelope.PAUSED:
+            self.record(history.RESUMED)
         loaded = [self.root, *self.fibers.values()]
         for fiber in loaded:
             fiber.started = True  # accounted for here: runnable below, or parked
@@ -98,6 +104,8 @@ class DurableRuntime(Trampoline, Scheduler, Saving):
         """The state a fresh start saves, without running the program: a client creates an
         instance with it for workers to run. Bad arguments raise TypeError, as in a call."""
         self.root.stack = CallStack([self.program.new_frame(args, kwargs)])
+        arguments = self.root.stack.frames[0].saved_variables()[0]
+        self.record(history.CREATED, arguments=summaries.variables(arguments, self.program.redact))
         return self._state(envelope.RUNNING)
 
     def start_digest(self) -> str | None:
@@ -108,8 +116,20 @@ class DurableRuntime(Trampoline, Scheduler, Saving):
         first = self.root.stack.frames[0]
         return serialization.canonical_digest((self.program.key, first.saved_variables()[0]))
 
+    def record(self, kind: str, **data: Any) -> None:
+        """Add an entry to the instance's history (``history``): saved with its next save."""
+        self._history.append(history.entry(kind, **data))
+
     def _load_fibers(self, state: dict[str, Any]) -> None:
         restoring = Restoring(self.instance_id, self.program.migrate, state.get("positions"))
+        try:
+            self._restore_fibers(state, restoring)
+        finally:
+            for function, old_line, new_line in restoring.moved:
+                self.record(history.MIGRATED, function=function, old_line=old_line,
+                            new_line=new_line)
+
+    def _restore_fibers(self, state: dict[str, Any], restoring: Restoring) -> None:
         try:
             if state.get("fibers") is None:
                 self.root.stack = CallStack.from_blobs(state["frames"], restoring)

@@ -12,7 +12,7 @@ import time
 import traceback
 from typing import Any
 
-from .. import serialization
+from .. import history, serialization
 from ..errors import InstanceEndedError, SerializationError
 from ..primitives.control import child_event
 from . import envelope
@@ -29,8 +29,10 @@ class Saving:
         raised before it could save anything (state it cannot load or save), so that such an
         instance ends instead of being retried forever."""
         text = "".join(traceback.format_exception(error))
+        shown = f"{type(error).__name__}: {error}"
+        self.record(history.FAILED, error=shown, traceback=text[-history.LONGEST:])
         state = self._state(envelope.FAILED, result=saveable_error(error), error_traceback=text,
-                            shown=f"{type(error).__name__}: {error}")
+                            shown=shown)
         if self.last_saved is not None:
             state["retry"] = self.last_saved  # what Client.retry starts from
         if self._checkpoints is None:
@@ -47,6 +49,13 @@ class Saving:
         retry starts from the last save made before it (which runs the failed call again)."""
         if raising:
             self._raising = True
+        if status == envelope.PAUSED:
+            frame = self.root.stack.frames[-1] if self.root.stack.frames else None
+            self.record(history.PAUSED, waiting_for=waiting_for, until=wake_at,
+                        at=None if frame is None else f"{frame.function.filename}:{frame.line}",
+                        function=None if frame is None else frame.function.qualname)
+        elif status == envelope.COMPLETED:
+            self.record(history.FINISHED, result=shown)
         if self._checkpoints is not None:
             if status == envelope.RUNNING:
                 await self._checkpoints.save(lambda: self._state(status), self._store)
@@ -83,6 +92,8 @@ class Saving:
                 raise self._unsaveable(error) from error
             positions = [frame.function.positions[frame.pc] for frame in every]
         self._saves += 1
+        recorded, self._history = self._history, []
+        self._recorded += len(recorded)
         consumed, self._consumed = self._consumed, []
         self._saving.extend(consumed)
         summary = None
@@ -94,7 +105,7 @@ class Saving:
             custom_status=self.custom_status, parent=self._parent, children=self._children,
             waiting_events=waiting_events, wake_at=wake_at, fibers=fibers, result=result,
             error_traceback=error_traceback, consumed_events=consumed, positions=positions,
-            summary=summary,
+            summary=summary, history=recorded, recorded=self._recorded,
         )
 
     def _summary(self, status: str, waiting_for: str | None, waiting_events: list[str] | None,

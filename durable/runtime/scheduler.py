@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
+from .. import history
 from ..clock import as_datetime
 from ..errors import CANCEL_EVENT, Cancelled, PauseForEventException
 from ..primitives.fanout import FANOUTS
@@ -109,6 +110,7 @@ class Scheduler:
         if not found:
             return False
         error = Cancelled(self.instance_id, reason)
+        self.record(history.CANCELLED, reason=reason)
         for fiber in (self.root, *self.fibers.values()):
             awaiting = fiber.top.awaiting if fiber.outcome is None else None
             if awaiting is not None and not isinstance(awaiting, FANOUTS):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from .. import serialization
+from .. import history, serialization
 from ..errors import (
     IncompatibleStateError,
     PauseForEventException,
@@ -27,6 +27,7 @@ from ..errors import (
 from ..primitives.base import Deliver, Primitive, Suspend, Throw, WaitBranches
 from ..primitives.events import pause_wait
 from . import envelope
+from . import summary as summaries
 from .actions import AWAIT, PAUSE, RAISE, RETURN, Thrown
 from .calls import frame_for
 from .fibers import Checkpoints, Fiber
@@ -191,13 +192,18 @@ class Trampoline:
         if event_id is None:
             return False, None
         self._consumed.append(event_id)
-        if not payload:
-            return True, None
+        value = await self._payload(name, event_id) if payload else None
+        if not name.startswith(summaries.INTERNAL_EVENTS):
+            self.record(history.EVENT_CONSUMED, event=name,
+                        payload=None if value is None else summaries.bounded_repr(value))
+        return True, value
+
+    async def _payload(self, name: str, event_id: str) -> Any:
         blob = await self.backend.event_payload(self.instance_id, event_id)
         if blob is None:
-            return True, None
+            return None
         try:
-            return True, serialization.loads(blob)
+            return serialization.loads(blob)
         except Exception as error:  # the event stays: a worker that can load it takes it
             raise IncompatibleStateError(
                 f"cannot load the payload of event {name!r} (id {event_id}) published to "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InstanceEndedError, InstanceExistsError, UnknownInstanceError
+from ..history import KEEP
 
 State = dict[str, Any]
 
@@ -134,6 +135,16 @@ class InstanceInfo:
 
 
 @dataclass(frozen=True)
+class HistoryEntry:
+    """One thing that happened to an instance (``durable.history``): ``number`` orders them."""
+
+    number: int
+    at: float  # seconds since the epoch
+    kind: str
+    data: Any  # what it tells, a dict (in a store, its JSON text, sealed with a codec)
+
+
+@dataclass(frozen=True)
 class Lease:
     """A worker's claim on an instance. ``token`` fences its saves: it grows with every claim.
 
@@ -225,6 +236,11 @@ class InstanceStore(StateStore, EventLog):
     @abstractmethod
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
         """Instances, newest first, optionally only those with one status of STATUSES."""
+
+    @abstractmethod
+    async def history(self, instance_id: str, after: int = 0,
+                      limit: int = KEEP) -> list[HistoryEntry]:
+        """The instance's history entries numbered above ``after``, oldest first."""
 
     @abstractmethod
     async def summary(self, instance_id: str) -> dict[str, Any] | None:

@@ -8,10 +8,16 @@ import json
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from .. import history
 from ..errors import IncompatibleStateError, StoreError, TooLargeError
-from .base import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_STATE_BYTES, State, StateStore
+from .base import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_STATE_BYTES,
+    HistoryEntry,
+    State,
+    StateStore,
+)
 from .sealing import (
     Codec,
     Keyring,
@@ -19,12 +25,12 @@ from .sealing import (
     keyring,
     payload_bound,
     payload_named,
+    shown_bound,
     state_bound,
     state_named,
-    summary_bound,
 )
 
-SEALED_SUMMARY = "sealed:"  # a summary kept encrypted: then base64 of its sealed JSON
+SEALED_TEXT = "sealed:"  # text kept encrypted: then base64 of it sealed
 
 
 class Blobs:
@@ -86,22 +92,39 @@ class Blobs:
                                 self.max_payload_bytes, "max_payload_bytes")
         return self.keyring.seal(payload, payload_bound(instance_id, event))
 
-    def _summary_text(self, instance_id: str, summary: str | None) -> str | None:
-        """A summary as a store keeps it beside the state: its JSON, or with a codec (what
-        people see of the variables is as private as the variables) sealed, in base64."""
-        if summary is None or self.keyring.codec is None:
-            return summary
-        sealed = self.keyring.seal(summary.encode(), summary_bound(instance_id))
-        return SEALED_SUMMARY + base64.b64encode(sealed).decode()
+    def _seal_text(self, instance_id: str, text: str | None) -> str | None:
+        """Text kept beside the state for people (a summary, a history entry's data): as it
+        is, or with a codec (it shows variables' values, as private as the variables) sealed,
+        in base64."""
+        if text is None or self.keyring.codec is None:
+            return text
+        sealed = self.keyring.seal(text.encode(), shown_bound(instance_id))
+        return SEALED_TEXT + base64.b64encode(sealed).decode()
 
-    def _summary_of(self, instance_id: str, text: str | None) -> dict[str, Any] | None:
-        if text is None:
-            return None
-        if text.startswith(SEALED_SUMMARY):
-            sealed = base64.b64decode(text[len(SEALED_SUMMARY):])
-            text = bytes(self.keyring.open(sealed, summary_bound(instance_id),
-                                           f"the summary of instance {instance_id!r}")).decode()
-        return json.loads(text)
+    def _entries(self, instance_id: str, state: State) -> tuple[list[HistoryEntry], bool]:
+        """The history entries a save carries (numbered by the runtime's count, ``recorded``;
+        their data as stored: sealed with a codec), and whether the save trims the history
+        (once every ``TRIM_EVERY`` entries)."""
+        entries = state.get("history") or ()
+        recorded = state.get("recorded", 0)
+        first = recorded - len(entries) + 1
+        made = [HistoryEntry(first + offset, at, kind,
+                             self._seal_text(instance_id, json.dumps(data, default=str)))
+                for offset, (at, kind, data) in enumerate(entries)]
+        trim = bool(made) and (first - 1) // history.TRIM_EVERY != recorded // history.TRIM_EVERY
+        return made, trim
+
+    def _open_entry(self, instance_id: str, entry: HistoryEntry) -> HistoryEntry:
+        """An entry as stored, with its data as a client sees it."""
+        return HistoryEntry(entry.number, entry.at, entry.kind,
+                            json.loads(self._open_text(instance_id, entry.data)))
+
+    def _open_text(self, instance_id: str, text: str) -> str:
+        if not text.startswith(SEALED_TEXT):
+            return text
+        sealed = base64.b64decode(text[len(SEALED_TEXT):])
+        return bytes(self.keyring.open(sealed, shown_bound(instance_id),
+                                       f"what is shown of instance {instance_id!r}")).decode()
 
     def _payload_of(self, instance_id: str, event: str, event_id: str,
                     blob: bytes | None) -> bytes | memoryview | None:

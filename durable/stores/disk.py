@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 import pickle
 import time
@@ -22,12 +23,14 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote, unquote
 
+from .. import history
 from ..errors import UnverifiedDataError
 from ..ids import check_instance_id
 from .base import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MAX_STATE_BYTES,
     EventLog,
+    HistoryEntry,
     State,
     StateStore,
     consumed,
@@ -136,6 +139,7 @@ class DiskStateStore(Blobs, StateStore, EventLog):
         _atomic_write(self._state_file(instance_id),
                       _header(instance_id, state, found and found[2]), blob)
         self._discard(instance_id, consumed(state))
+        self._add_entries(instance_id, state)
 
     def _create(self, instance_id: str, state: State) -> bool:
         check_instance_id(instance_id)
@@ -149,7 +153,34 @@ class DiskStateStore(Blobs, StateStore, EventLog):
             assert found is not None  # states are never deleted
             same_start(instance_id, found[1], found[2], state)
             return False
+        self._add_entries(instance_id, state)
         return True
+
+    def _add_entries(self, instance_id: str, state: State) -> None:
+        """Appended to the instance's history file once its state is written (a crash
+        between the two loses these entries, never the state); trimmed to the last ``KEEP``
+        now and then, by writing it anew."""
+        entries, trim = self._entries(instance_id, state)
+        if not entries:
+            return
+        path = self._history_file(instance_id)
+        lines = [json.dumps([e.number, e.at, e.kind, e.data]) + "\n" for e in entries]
+        if trim and path.exists():
+            kept = path.read_text().splitlines(keepends=True)[-(history.KEEP - len(lines)):]
+            _atomic_write(path, "".join(kept + lines).encode())
+            return
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as file:
+            file.writelines(lines)
+
+    async def history(self, instance_id: str, after: int = 0,
+                      limit: int = history.KEEP) -> list[HistoryEntry]:
+        """As ``InstanceStore.history``."""
+        try:
+            text = await asyncio.to_thread(self._history_file(instance_id).read_text)
+        except FileNotFoundError:
+            return []
+        kept = [HistoryEntry(*json.loads(line)) for line in text.splitlines() if line]
+        return [self._open_entry(instance_id, e) for e in kept if e.number > after][:limit]
 
     def _events(self, instance_id: str) -> list[tuple[str, str]]:
         directory = self._events_dir(instance_id)
@@ -230,6 +261,9 @@ class DiskStateStore(Blobs, StateStore, EventLog):
 
     def _state_file(self, instance_id: str) -> Path:
         return self.path / f"{_file_name(instance_id)}.state"
+
+    def _history_file(self, instance_id: str) -> Path:
+        return self.path / f"{_file_name(instance_id)}.history"
 
     def _events_dir(self, instance_id: str) -> Path:
         return self.path / f"{_file_name(instance_id)}.events"

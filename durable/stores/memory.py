@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Callable, Collection
 
+from .. import history
 from ..ids import check_instance_id
 from .base import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MAX_STATE_BYTES,
     EventLog,
+    HistoryEntry,
     State,
     StateStore,
     event_status,
@@ -91,6 +94,7 @@ class InMemoryStateStore(Blobs, StateStore, EventLog):
         self._statuses: dict[str, str] = {}  # as a client sees them: is it there, has it ended?
         self._digests: dict[str, str] = {}  # of the starts that created instances (create)
         self._programs: dict[str, str] = {}  # of the instances: a create compares them
+        self._history: dict[str, collections.deque[HistoryEntry]] = {}
         self._log = MemoryEventLog()
 
     def __repr__(self) -> str:
@@ -104,6 +108,10 @@ class InMemoryStateStore(Blobs, StateStore, EventLog):
         if instance_id not in self._states:  # an id saved before was checked then
             check_instance_id(instance_id)
         self._states[instance_id] = self._state_blob(instance_id, state)
+        entries, _ = self._entries(instance_id, state)
+        if entries:
+            self._history.setdefault(instance_id, collections.deque(maxlen=history.KEEP)).extend(
+                entries)
         self._statuses[instance_id] = event_status(state)
         self._programs[instance_id] = state.get("program", "") if isinstance(state, dict) else ""
         self._log.discard(instance_id, state.get("consumed_events", ()))
@@ -119,6 +127,12 @@ class InMemoryStateStore(Blobs, StateStore, EventLog):
         await self.save(instance_id, state)
         self._digests[instance_id] = start_digest(state)
         return True
+
+    async def history(self, instance_id: str, after: int = 0,
+                      limit: int = history.KEEP) -> list[HistoryEntry]:
+        """As ``InstanceStore.history``."""
+        kept = [e for e in self._history.get(instance_id, ()) if e.number > after][:limit]
+        return [self._open_entry(instance_id, entry) for entry in kept]
 
     async def resign(self, *, adopt_unsigned: bool = False) -> Resigned:
         """As ``SqlStore.resign``."""

@@ -74,6 +74,8 @@ POSTGRES = PostgresDialect(
                " ADD CONSTRAINT durable_instances_unique_id EXCLUDE USING hash (id WITH =)",
     events_by_instance="DROP INDEX durable_events_by_instance; CREATE INDEX"
                        " durable_events_by_instance ON durable_events USING hash (instance_id)",
+    history_by_instance="CREATE INDEX durable_history_by_instance"
+                        " ON durable_history USING hash (instance_id)",
     now="extract(epoch FROM statement_timestamp())::float8",
     begin="BEGIN", lock_rows=" FOR UPDATE SKIP LOCKED", lock_row=" FOR UPDATE",
     schema_lock=f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})",

@@ -164,8 +164,9 @@ def payload_bound(instance_id: str, event: str) -> bytes:
     return b"payload\x00" + instance_id.encode() + b"\x00" + event.encode()
 
 
-def summary_bound(instance_id: str) -> bytes:
-    return b"summary\x00" + instance_id.encode()
+def shown_bound(instance_id: str) -> bytes:
+    """What people are shown of an instance: its summary, its history."""
+    return b"shown\x00" + instance_id.encode()
 
 
 def state_named(instance_id: str) -> str:

@@ -40,6 +40,8 @@ SQLITE = SqliteDialect(
     blob="BLOB", real="REAL", int64="INTEGER", boolean="INTEGER", false="0", names="TEXT",
     event_key="INTEGER PRIMARY KEY AUTOINCREMENT",
     unique_ids="", events_by_instance="",  # SQLite's index rows hold keys of any length
+    history_by_instance="CREATE INDEX durable_history_by_instance"
+                        " ON durable_history (instance_id, id)",
     now="durable_now()",  # this machine's clock: every process of the store runs on it
     begin="BEGIN IMMEDIATE", lock_rows="", lock_row="",  # a write transaction holds the file
     schema_lock=None, announce=None, errors=(sqlite3.Error,), many_writers=False)

@@ -31,6 +31,8 @@ class Dialect:
     # the first migrations' btree indexes cannot hold them (statements joined by "; ", or "").
     unique_ids: str
     events_by_instance: str
+    # Migration 9: the index of the history by instance (the same constraint).
+    history_by_instance: str
     # Words of statements.
     now: str  # the database's clock, in seconds since the epoch (a float)
     begin: str  # starts a transaction that writes

@@ -97,6 +97,16 @@ MIGRATIONS: list[list[str | Callable[[Any, Dialect, Keyring], None]]] = [
     [  # 8: what a person sees of a waiting or ended instance (runtime.summary), as JSON
         "ALTER TABLE durable_instances ADD COLUMN summary TEXT",
     ],
+    [  # 9: what happened to each instance, in order (durable.history)
+        """CREATE TABLE durable_history (
+            id {d.event_key},
+            instance_id TEXT NOT NULL,
+            at {d.real} NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL
+        )""",
+        "{d.history_by_instance}",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -122,6 +122,18 @@ class Statements:
         self.block = sql("UPDATE durable_instances SET lease_owner = NULL, lease_expires = NULL,"
                          f" blocked = :reason, blocked_by = :owner WHERE {held}")
 
+        # History: an instance's entries in order; the oldest beyond :keep go.
+        self.add_history = sql("INSERT INTO durable_history (instance_id, at, kind, data)"
+                               " VALUES (:id, :at, :kind, :data)")
+        self.add_history_now = sql("INSERT INTO durable_history (instance_id, at, kind, data)"
+                                   f" VALUES (:id, {d.now}, :kind, :data)")
+        self.history = sql("SELECT id, at, kind, data FROM durable_history"
+                           " WHERE instance_id = :id AND id > :after ORDER BY id LIMIT :limit")
+        self.trim_history = sql("""
+            DELETE FROM durable_history WHERE instance_id = :id AND id <= (
+                SELECT id FROM durable_history WHERE instance_id = :id
+                ORDER BY id DESC LIMIT 1 OFFSET :keep)""")
+
         # Events.
         # Only to an instance that exists and has not ended (else nothing would consume it):
         # its status is read, its row locked until the insert commits, in one transaction.

@@ -26,6 +26,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Collection
 from typing import Any, ClassVar, TypeVar
 
+from ... import history
 from ...errors import IncompatibleStateError, LeaseLost, StoreError, UnknownInstanceError
 from ...ids import check_instance_id
 from ...waiting import wait_set
@@ -35,6 +36,7 @@ from ..base import (
     ENDED,
     FAILED,
     RUNNING,
+    HistoryEntry,
     InstanceInfo,
     InstanceStore,
     Lease,
@@ -126,12 +128,14 @@ class SqlStore(Blobs, InstanceStore):
     async def save(self, instance_id: str, state: State) -> None:
         columns = {**self._columns(instance_id, state), "start_digest": None}
         done = self._consumed(state)
+        entries = self._entries(instance_id, state)
 
         def upsert(c: Connection) -> None:
             if (c.execute(self.sql.save, columns).rowcount == 0
                     and c.execute(self.sql.create, columns).rowcount == 0):
                 c.execute(self.sql.save, columns)  # another transaction created it meanwhile
             self._consume(c, instance_id, done)
+            self._add_entries(c, instance_id, *entries)
         await self._write(instance_id, upsert, wakes=_ends_run(state))
 
     # --- events ----------------------------------------------------------------------------------
@@ -169,9 +173,11 @@ class SqlStore(Blobs, InstanceStore):
     # --- instances -------------------------------------------------------------------------------
     async def create(self, instance_id: str, state: State) -> bool:
         columns = {**self._columns(instance_id, state), "start_digest": start_digest(state)}
+        entries = self._entries(instance_id, state)
 
         def insert(c: Connection) -> bool:
             if c.execute(self.sql.create, columns).rowcount == 1:
+                self._add_entries(c, instance_id, *entries)
                 return True
             # It exists (committed: a concurrent insert of the id waited for it, and neither
             # the program nor the digest changes afterwards): the same start, or refused.
@@ -239,11 +245,13 @@ class SqlStore(Blobs, InstanceStore):
         ends = _ends_run(state)
         params = {**self._columns(lease.instance_id, state), **_held(lease), "ends": ends}
         done = self._consumed(state)
+        entries = self._entries(lease.instance_id, state)
 
         def update(c: Connection) -> None:
             if c.execute(self.sql.save_leased, params).rowcount == 0:
                 raise LeaseLost(lease.instance_id, lease.token)
             self._consume(c, lease.instance_id, done)
+            self._add_entries(c, lease.instance_id, *entries)
         await self._write(lease.instance_id, update, wakes=ends)
 
     async def release(self, lease: Lease) -> None:
@@ -258,12 +266,35 @@ class SqlStore(Blobs, InstanceStore):
         row = await self._query(lambda c: c.execute(self.sql.info, {"id": instance_id}).fetchone())
         return None if row is None else InstanceInfo(*row)
 
+    async def history(self, instance_id: str, after: int = 0,
+                      limit: int = history.KEEP) -> list[HistoryEntry]:
+        params = {"id": instance_id, "after": after, "limit": limit}
+        rows = await self._query(lambda c: c.execute(self.sql.history, params).fetchall())
+        if not rows and await self._query(
+                lambda c: c.execute(self.sql.exists, {"id": instance_id}).fetchone()) is None:
+            raise UnknownInstanceError(instance_id, self.where)
+        return [self._open_entry(instance_id, HistoryEntry(*row)) for row in rows]
+
+    def _add_entries(self, c: Connection, instance_id: str, entries: list[HistoryEntry],
+                     trim: bool) -> None:
+        for entry in entries:
+            c.execute(self.sql.add_history, {"id": instance_id, "at": entry.at,
+                                             "kind": entry.kind, "data": entry.data})
+        if trim:
+            c.execute(self.sql.trim_history, {"id": instance_id, "keep": history.KEEP})
+
+    def _add_entry(self, c: Connection, instance_id: str, kind: str, **data: Any) -> None:
+        """An entry for what a client did, at the database's time."""
+        c.execute(self.sql.add_history_now, {"id": instance_id, "kind": kind,
+                                             "data": self._seal_text(instance_id,
+                                                                     json.dumps(data))})
+
     async def summary(self, instance_id: str) -> dict[str, Any] | None:
         row = await self._query(lambda c: c.execute(self.sql.summary,
                                                      {"id": instance_id}).fetchone())
         if row is None:
             raise UnknownInstanceError(instance_id, self.where)
-        return self._summary_of(instance_id, row[0])
+        return None if row[0] is None else json.loads(self._open_text(instance_id, row[0]))
 
     async def list(self, status: str | None = None, limit: int = 1000) -> list[InstanceInfo]:
         if status is None:
@@ -289,6 +320,7 @@ class SqlStore(Blobs, InstanceStore):
                                            "state": self._state_blob(instance_id, state),
                                            "reason": reason})
             c.execute(self.sql.drop_events, {"id": instance_id})
+            self._add_entry(c, instance_id, history.TERMINATED, reason=reason)
             return True
         return await self._write(instance_id, stop, wakes=True)
 
@@ -322,6 +354,7 @@ class SqlStore(Blobs, InstanceStore):
                 raise ValueError(f"instance {instance_id!r} failed before it saved any state to "
                                  "retry from")
             c.execute(self.sql.retry, self._columns(instance_id, last))
+            self._add_entry(c, instance_id, history.RETRIED)
             return True
         return await self._write(instance_id, again, wakes=True)
 
@@ -340,8 +373,12 @@ class SqlStore(Blobs, InstanceStore):
         def update(c: Connection) -> bool:
             if c.execute(self.sql.exists, {"id": instance_id}).fetchone() is None:
                 raise UnknownInstanceError(instance_id, self.where)
-            return c.execute(self.sql.suspend,
-                             {"id": instance_id, "suspended": suspended}).rowcount == 1
+            if c.execute(self.sql.suspend,
+                         {"id": instance_id, "suspended": suspended}).rowcount == 0:
+                return False
+            self._add_entry(c, instance_id,
+                            history.SUSPENDED if suspended else history.UNSUSPENDED)
+            return True
         return await self._write(instance_id, update, wakes=not suspended)
 
     # --- waiting for changes ---------------------------------------------------------------------
@@ -452,7 +489,7 @@ class SqlStore(Blobs, InstanceStore):
                 "waits": self.dialect.list_value(waits) if waits else None, "state": blob,
                 "code": code_version(positions) if positions else None,
                 "positions": f"[{','.join(positions)}]" if positions else None,
-                "summary": self._summary_text(instance_id, state.get("summary"))}
+                "summary": self._seal_text(instance_id, state.get("summary"))}
 
     def _handed_over(self, instance_id: str, blob: bytes) -> State | None:
         """A claimed instance's state, if it can be read (else the worker's load says why)."""
