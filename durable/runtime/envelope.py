@@ -29,7 +29,7 @@ def envelope(program: str, status: str, frames: list[bytes], *, saves: int,
              history: list[Any] | None = None, recorded: int = 0) -> dict[str, Any]:
     """Everything about an instance; the frames and the result are already pickled. The lists
     passed in become the envelope's own (not copied: an instance saves after every call)."""
-    return {
+    state = {
         "format": FORMAT,
         "library": __version__,
         "python": PYTHON,
@@ -48,11 +48,16 @@ def envelope(program: str, status: str, frames: list[bytes], *, saves: int,
         "parent": parent,  # the instance that started this one
         "children": children,  # children started with a default id
         "positions": positions,  # where each frame stands, as JSON (migration.Position)
-        "summary": summary,  # at a pause or the end, what a person sees (summary.py), as JSON
-        "history": [] if history is None else history,  # entries since the last save (history.py)
-        "recorded": recorded,  # history entries since the instance started
         "updated_at": time.time(),
     }
+    # Only when there are any (most saves are of a running instance that recorded nothing):
+    if summary is not None:  # at a pause or the end, what a person sees (summary.py), as JSON
+        state["summary"] = summary
+    if history:  # history entries recorded since the last save (durable.history)
+        state["history"] = history
+    if recorded:  # history entries recorded since the instance started
+        state["recorded"] = recorded
+    return state
 
 
 def check(state: dict[str, Any], program: str, instance_id: str) -> None:

@@ -49,13 +49,8 @@ class Saving:
         retry starts from the last save made before it (which runs the failed call again)."""
         if raising:
             self._raising = True
-        if status == envelope.PAUSED:
-            frame = self.root.stack.frames[-1] if self.root.stack.frames else None
-            self.record(history.PAUSED, waiting_for=waiting_for, until=wake_at,
-                        at=None if frame is None else f"{frame.function.filename}:{frame.line}",
-                        function=None if frame is None else frame.function.qualname)
-        elif status == envelope.COMPLETED:
-            self.record(history.FINISHED, result=shown)
+        if status != envelope.RUNNING:
+            self._record_stop(status, waiting_for, wake_at, shown)
         if self._checkpoints is not None:
             if status == envelope.RUNNING:
                 await self._checkpoints.save(lambda: self._state(status), self._store)
@@ -92,8 +87,10 @@ class Saving:
                 raise self._unsaveable(error) from error
             positions = [frame.function.positions[frame.pc] for frame in every]
         self._saves += 1
-        recorded, self._history = self._history, []
-        self._recorded += len(recorded)
+        recorded = self._history
+        if recorded:  # (most saves record nothing: they keep the one empty list)
+            self._history = []
+            self._recorded += len(recorded)
         consumed, self._consumed = self._consumed, []
         self._saving.extend(consumed)
         summary = None
@@ -107,6 +104,17 @@ class Saving:
             error_traceback=error_traceback, consumed_events=consumed, positions=positions,
             summary=summary, history=recorded, recorded=self._recorded,
         )
+
+    def _record_stop(self, status: str, waiting_for: str | None, wake_at: float | None,
+                     shown: str | None) -> None:
+        """The history entry of a save that pauses or ends the run (``fail`` records its own)."""
+        if status == envelope.PAUSED:
+            frame = self.root.stack.frames[-1] if self.root.stack.frames else None
+            self.record(history.PAUSED, waiting_for=waiting_for, until=wake_at,
+                        at=None if frame is None else f"{frame.function.filename}:{frame.line}",
+                        function=None if frame is None else frame.function.qualname)
+        elif status == envelope.COMPLETED:
+            self.record(history.FINISHED, result=shown)
 
     def _summary(self, status: str, waiting_for: str | None, waiting_events: list[str] | None,
                  wake_at: float | None, shown: str | None, error_traceback: str | None) -> str:

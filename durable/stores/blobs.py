@@ -105,7 +105,9 @@ class Blobs:
         """The history entries a save carries (numbered by the runtime's count, ``recorded``;
         their data as stored: sealed with a codec), and whether the save trims the history
         (once every ``TRIM_EVERY`` entries)."""
-        entries = state.get("history") or ()
+        entries = state.get("history")
+        if not entries:
+            return [], False
         recorded = state.get("recorded", 0)
         first = recorded - len(entries) + 1
         made = [HistoryEntry(first + offset, at, kind,

@@ -108,10 +108,9 @@ class InMemoryStateStore(Blobs, StateStore, EventLog):
         if instance_id not in self._states:  # an id saved before was checked then
             check_instance_id(instance_id)
         self._states[instance_id] = self._state_blob(instance_id, state)
-        entries, _ = self._entries(instance_id, state)
-        if entries:
+        if "history" in state:  # (most saves record nothing)
             self._history.setdefault(instance_id, collections.deque(maxlen=history.KEEP)).extend(
-                entries)
+                self._entries(instance_id, state)[0])
         self._statuses[instance_id] = event_status(state)
         self._programs[instance_id] = state.get("program", "") if isinstance(state, dict) else ""
         self._log.discard(instance_id, state.get("consumed_events", ()))
