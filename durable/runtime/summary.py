@@ -31,6 +31,7 @@ REDACTED = {"password", "passwd", "pwd", "secret", "token", "key", "credential",
             "auth", "authorization", "cookie", "session", "private", "signature", "apikey"}
 
 _slow_types: set[type] = set()
+_as_json = json.JSONEncoder(separators=(",", ":")).encode
 _PARTS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
@@ -126,7 +127,7 @@ def instance_summary(branches: Iterable[tuple[str, Iterable[FunctionCall]]], *,
     """The summary saved beside a state, as JSON: each branch (``(name, frames)``, the
     outermost frame first) and what the instance waits for, or how it ended."""
     extra = (*redacted, *EVERYWHERE)
-    return json.dumps({
+    return _as_json({
         "branches": [{"name": name, "frames": [frame_summary(frame, extra) for frame in frames]}
                      for name, frames in branches],
         "waiting_for": waiting_for,
@@ -139,7 +140,7 @@ def instance_summary(branches: Iterable[tuple[str, Iterable[FunctionCall]]], *,
         "children": children,
         "outcome": outcome,  # the result's repr, or the error's type and message
         "traceback": error_traceback,
-    }, separators=(",", ":"))
+    })
 
 
 EVERYWHERE: set[str] = set()  # names redact() added, for every program

@@ -31,6 +31,8 @@ from .sealing import (
 )
 
 SEALED_TEXT = "sealed:"  # text kept encrypted: then base64 of it sealed
+Stored = tuple[int, float, str, str]  # a history entry in a store: number, at, kind, data
+_as_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 class Blobs:
@@ -101,25 +103,24 @@ class Blobs:
         sealed = self.keyring.seal(text.encode(), shown_bound(instance_id))
         return SEALED_TEXT + base64.b64encode(sealed).decode()
 
-    def _entries(self, instance_id: str, state: State) -> tuple[list[HistoryEntry], bool]:
-        """The history entries a save carries (numbered by the runtime's count, ``recorded``;
-        their data as stored: sealed with a codec), and whether the save trims the history
-        (once every ``TRIM_EVERY`` entries)."""
+    def _entries(self, instance_id: str, state: State) -> tuple[list[Stored], bool]:
+        """The history entries a save carries, as a store keeps them: ``(number, at, kind,
+        data as JSON text)`` (numbered by the runtime's count, ``recorded``; the text sealed
+        with a codec; plain tuples, which the garbage collector does not track); and whether
+        the save trims the history (once every ``TRIM_EVERY`` entries)."""
         entries = state.get("history")
         if not entries:
             return [], False
         recorded = state.get("recorded", 0)
         first = recorded - len(entries) + 1
-        made = [HistoryEntry(first + offset, at, kind,
-                             self._seal_text(instance_id, json.dumps(data, default=str)))
+        made = [(first + offset, at, kind, self._seal_text(instance_id, _as_json(data)))
                 for offset, (at, kind, data) in enumerate(entries)]
-        trim = bool(made) and (first - 1) // history.TRIM_EVERY != recorded // history.TRIM_EVERY
-        return made, trim
+        return made, (first - 1) // history.TRIM_EVERY != recorded // history.TRIM_EVERY
 
-    def _open_entry(self, instance_id: str, entry: HistoryEntry) -> HistoryEntry:
-        """An entry as stored, with its data as a client sees it."""
-        return HistoryEntry(entry.number, entry.at, entry.kind,
-                            json.loads(self._open_text(instance_id, entry.data)))
+    def _open_entry(self, instance_id: str, stored: Stored) -> HistoryEntry:
+        """An entry as a client sees it."""
+        number, at, kind, text = stored
+        return HistoryEntry(number, at, kind, json.loads(self._open_text(instance_id, text)))
 
     def _open_text(self, instance_id: str, text: str) -> str:
         if not text.startswith(SEALED_TEXT):

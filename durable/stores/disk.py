@@ -164,7 +164,7 @@ class DiskStateStore(Blobs, StateStore, EventLog):
         if not entries:
             return
         path = self._history_file(instance_id)
-        lines = [json.dumps([e.number, e.at, e.kind, e.data]) + "\n" for e in entries]
+        lines = [json.dumps(stored) + "\n" for stored in entries]
         if trim and path.exists():
             kept = path.read_text().splitlines(keepends=True)[-(history.KEEP - len(lines)):]
             _atomic_write(path, "".join(kept + lines).encode())
@@ -179,8 +179,8 @@ class DiskStateStore(Blobs, StateStore, EventLog):
             text = await asyncio.to_thread(self._history_file(instance_id).read_text)
         except FileNotFoundError:
             return []
-        kept = [HistoryEntry(*json.loads(line)) for line in text.splitlines() if line]
-        return [self._open_entry(instance_id, e) for e in kept if e.number > after][:limit]
+        kept = [tuple(json.loads(line)) for line in text.splitlines() if line]
+        return [self._open_entry(instance_id, e) for e in kept if e[0] > after][:limit]
 
     def _events(self, instance_id: str) -> list[tuple[str, str]]:
         directory = self._events_dir(instance_id)

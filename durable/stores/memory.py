@@ -20,7 +20,7 @@ from .base import (
     same_start,
     start_digest,
 )
-from .blobs import Blobs, Resigned
+from .blobs import Blobs, Resigned, Stored
 from .sealing import (
     Codec,
     SecretKeys,
@@ -94,7 +94,7 @@ class InMemoryStateStore(Blobs, StateStore, EventLog):
         self._statuses: dict[str, str] = {}  # as a client sees them: is it there, has it ended?
         self._digests: dict[str, str] = {}  # of the starts that created instances (create)
         self._programs: dict[str, str] = {}  # of the instances: a create compares them
-        self._history: dict[str, collections.deque[HistoryEntry]] = {}
+        self._history: dict[str, collections.deque[Stored]] = {}
         self._log = MemoryEventLog()
 
     def __repr__(self) -> str:
@@ -109,8 +109,10 @@ class InMemoryStateStore(Blobs, StateStore, EventLog):
             check_instance_id(instance_id)
         self._states[instance_id] = self._state_blob(instance_id, state)
         if "history" in state:  # (most saves record nothing)
-            self._history.setdefault(instance_id, collections.deque(maxlen=history.KEEP)).extend(
-                self._entries(instance_id, state)[0])
+            kept = self._history.get(instance_id)
+            if kept is None:
+                kept = self._history[instance_id] = collections.deque(maxlen=history.KEEP)
+            kept.extend(self._entries(instance_id, state)[0])
         self._statuses[instance_id] = event_status(state)
         self._programs[instance_id] = state.get("program", "") if isinstance(state, dict) else ""
         self._log.discard(instance_id, state.get("consumed_events", ()))
@@ -130,8 +132,8 @@ class InMemoryStateStore(Blobs, StateStore, EventLog):
     async def history(self, instance_id: str, after: int = 0,
                       limit: int = history.KEEP) -> list[HistoryEntry]:
         """As ``InstanceStore.history``."""
-        kept = [e for e in self._history.get(instance_id, ()) if e.number > after][:limit]
-        return [self._open_entry(instance_id, entry) for entry in kept]
+        kept = [e for e in self._history.get(instance_id, ()) if e[0] > after][:limit]
+        return [self._open_entry(instance_id, stored) for stored in kept]
 
     async def resign(self, *, adopt_unsigned: bool = False) -> Resigned:
         """As ``SqlStore.resign``."""

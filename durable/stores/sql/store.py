@@ -48,7 +48,7 @@ from ..base import (
     status_of,
     terminated,
 )
-from ..blobs import Blobs, Resigned
+from ..blobs import Blobs, Resigned, Stored
 from ..sealing import Keyring
 from .connections import Connection, Operation, close_quietly
 from .dialect import Dialect
@@ -273,13 +273,13 @@ class SqlStore(Blobs, InstanceStore):
         if not rows and await self._query(
                 lambda c: c.execute(self.sql.exists, {"id": instance_id}).fetchone()) is None:
             raise UnknownInstanceError(instance_id, self.where)
-        return [self._open_entry(instance_id, HistoryEntry(*row)) for row in rows]
+        return [self._open_entry(instance_id, tuple(row)) for row in rows]
 
-    def _add_entries(self, c: Connection, instance_id: str, entries: list[HistoryEntry],
+    def _add_entries(self, c: Connection, instance_id: str, entries: list[Stored],
                      trim: bool) -> None:
-        for entry in entries:
-            c.execute(self.sql.add_history, {"id": instance_id, "at": entry.at,
-                                             "kind": entry.kind, "data": entry.data})
+        for _, at, kind, data in entries:  # numbered by the table's key
+            c.execute(self.sql.add_history, {"id": instance_id, "at": at, "kind": kind,
+                                             "data": data})
         if trim:
             c.execute(self.sql.trim_history, {"id": instance_id, "keep": history.KEEP})
 
