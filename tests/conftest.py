@@ -61,3 +61,18 @@ async def opened():
     yield open_url
     for store in stores:
         await store.close()
+
+
+@pytest.fixture(params=["memory", "disk", "sqlite", "postgres"])
+async def any_store(request: pytest.FixtureRequest, tmp_path):
+    """A store of each kind durable has, opened by URL, closed after the test."""
+    from durable.stores import open_store
+
+    if request.param == "postgres":
+        opened = open_store(request.getfixturevalue("postgres_dsn"))
+    else:
+        opened = open_store({"memory": "memory://", "disk": f"file://{tmp_path}/states",
+                             "sqlite": f"sqlite:///{tmp_path}/app.db"}[request.param])
+    yield opened
+    if hasattr(opened, "close"):
+        await opened.close()

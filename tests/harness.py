@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import inspect
 import itertools
+import os
 import pickle
 import re
 import subprocess
@@ -218,3 +219,15 @@ async def eventually(condition: Callable[[], Any], timeout: float, what: str = "
             return
         assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
         await asyncio.sleep(0.02)
+
+
+async def durable_command(cwd: Path, *args: str) -> tuple[int, str, str]:
+    """Run ``python -m durable ARGS`` in ``cwd``, the tests' modules importable: its exit
+    code, standard output and standard error."""
+    tests = Path(__file__).resolve().parent
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "durable", *args, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent)])},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode or 0, out.decode(), err.decode()

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
-import pytest
-from harness import running
+from harness import durable_command, running
 
 from durable import (
     Client,
@@ -48,18 +45,6 @@ async def _order(order: str) -> str:
 order = make_durable(_order)
 
 
-@pytest.fixture(params=["memory", "disk", "sqlite", "postgres"])
-async def store(request, tmp_path):
-    if request.param == "postgres":
-        opened = open_store(request.getfixturevalue("postgres_dsn"))
-    else:
-        opened = open_store({"memory": "memory://", "disk": f"file://{tmp_path}/states",
-                             "sqlite": f"sqlite:///{tmp_path}/app.db"}[request.param])
-    yield opened
-    if hasattr(opened, "close"):
-        await opened.close()
-
-
 async def run_to_the_end(backend: DurableBackend, instance_id: str, *args: object) -> str:
     """Call the program again while it pauses (a timer, a retry), as a worker would; publish
     its event once it waits for it."""
@@ -72,8 +57,9 @@ async def run_to_the_end(backend: DurableBackend, instance_id: str, *args: objec
             await asyncio.sleep(0.02)
 
 
-async def test_each_primitive_leaves_its_entries_on_every_store(store) -> None:
+async def test_each_primitive_leaves_its_entries_on_every_store(any_store) -> None:
     ATTEMPTS.clear()
+    store = any_store
     backend = DurableBackend(store)
     assert await run_to_the_end(backend, "o-1", "o-1") == "receipt for o-1, paid 12"
     entries = await store.history("o-1")
@@ -95,7 +81,8 @@ async def test_each_primitive_leaves_its_entries_on_every_store(store) -> None:
     assert [e.number for e in await store.history("o-1", after=numbers[2])] == numbers[3:]
 
 
-async def test_a_history_keeps_its_most_recent_entries(store, monkeypatch) -> None:
+async def test_a_history_keeps_its_most_recent_entries(any_store, monkeypatch) -> None:
+    store = any_store
     monkeypatch.setattr(kinds, "KEEP", 6)
     monkeypatch.setattr(kinds, "TRIM_EVERY", 2)
 
@@ -112,15 +99,6 @@ async def test_a_history_keeps_its_most_recent_entries(store, monkeypatch) -> No
     assert entries[0].kind == kinds.STEP_COMPLETED  # the first ones are gone
 
 
-async def command(cwd: Path, url: str, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "durable", *args, "--store", url, cwd=cwd,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    return process.returncode or 0, out.decode(), err.decode()
-
-
 async def test_what_clients_do_is_in_the_history_and_durable_history_prints_it(
         store_url, tmp_path) -> None:
     ATTEMPTS.clear()
@@ -128,8 +106,8 @@ async def test_what_clients_do_is_in_the_history_and_durable_history_prints_it(
     client = Client(store)
     try:
         await client.start(order, "o-2", instance_id="o-2")
-        follow = asyncio.create_task(command(tmp_path, store_url, "history", "o-2", "--follow",
-                                             "--json"))
+        follow = asyncio.create_task(durable_command(
+            tmp_path, "history", "o-2", "--follow", "--json", "--store", store_url))
         async with running(Worker(store, [order], poll_interval=0.05)):
             await client.wait_for_status("o-2", "waiting", timeout=TIMEOUT)
             info = await client.status("o-2")
@@ -147,7 +125,7 @@ async def test_what_clients_do_is_in_the_history_and_durable_history_prints_it(
         assert seen[seen.index(kinds.SUSPENDED) + 1] == kinds.UNSUSPENDED
         assert [entry["kind"] for entry in followed] == seen
 
-        code, out, err = await command(tmp_path, store_url, "history", "o-2")
+        code, out, err = await durable_command(tmp_path, "history", "o-2", "--store", store_url)
         assert code == 0, err
         assert "step attempt failed: step=charge, attempt=1, of=3, error=ConnectionError: " \
                "gateway timed out, retry_at=" in out

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
-from harness import running
+from harness import durable_command, running
 
 from durable import Client, Worker, make_durable, set_status, wait_for_event
 from durable.runtime import summary as summaries
@@ -106,12 +104,7 @@ def line_of(text: str, function=middle) -> int:
 
 
 async def show(cwd: Path, url: str, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "durable", "show", *args, "--store", url, cwd=cwd,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    return process.returncode or 0, out.decode(), err.decode()
+    return await durable_command(cwd, "show", *args, "--store", url)
 
 
 async def test_show_gives_the_stack_three_frames_deep(store_url, tmp_path) -> None:

@@ -10,21 +10,19 @@ and nothing else in the store changes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import os
 import pickle
 import sqlite3
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from harness import running
+from harness import durable_command, running
 
 from durable import (
     Client,
@@ -118,15 +116,6 @@ def kept(url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
             execute(url, "SELECT id, instance_id, name, payload FROM durable_events ORDER BY id"))
 
 
-async def command(cwd: Path, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "durable", *args, cwd=cwd,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    return process.returncode or 0, out.decode(), err.decode()
-
-
 async def blocked(client: Client, instance_id: str) -> str:
     info = await client.wait_for_status(instance_id, "blocked", timeout=TIMEOUT)
     assert info.status == "blocked", info
@@ -149,17 +138,17 @@ async def test_a_forged_state_runs_on_no_path(store_url, tmp_path, forgery) -> N
         await client.publish_event("forged", "go")
         before = kept(store_url)
 
-        code, out, err = await command(tmp_path, "status", "forged", "--store", store_url)
+        code, out, err = await durable_command(tmp_path, "status", "forged", "--store", store_url)
         assert code == 1 and "status    waiting" in out, (out, err)
         assert "the saved state of instance 'forged'" in err and "it was not loaded" in err
         # A result is read only from an ended instance: the forger says it finished.
         execute(store_url, "UPDATE durable_instances SET status = 'finished' WHERE id = 'forged'")
-        code, out, err = await command(tmp_path, "result", "forged", "--store", store_url)
+        code, out, err = await durable_command(tmp_path, "result", "forged", "--store", store_url)
         assert code == 1 and "it was not loaded" in err, err
         execute(store_url, "UPDATE durable_instances SET status = 'waiting' WHERE id = 'forged'")
-        code, out, err = await command(tmp_path, "list", "--store", store_url)
+        code, out, err = await durable_command(tmp_path, "list", "--store", store_url)
         assert code == 0 and "forged" in out, err
-        code, out, err = await command(tmp_path, "show", "forged", "--store", store_url)
+        code, out, err = await durable_command(tmp_path, "show", "forged", "--store", store_url)
         assert code == 0 and "_approval" in out, err  # its summary: no pickle read
         with pytest.raises(UnverifiedDataError, match="'forged'"):
             await approval(orchestration_backend=DurableBackend(store), instance_id="forged")
@@ -177,7 +166,7 @@ async def test_a_forged_state_runs_on_no_path(store_url, tmp_path, forgery) -> N
         assert [row for row in after[1] if row[1] == "forged"] == \
             [row for row in before[1] if row[1] == "forged"]
 
-        code, out, err = await command(tmp_path, "terminate", "forged", "forged state",
+        code, out, err = await durable_command(tmp_path, "terminate", "forged", "forged state",
                                        "--store", store_url)
         assert code == 0, err  # terminating is how to be rid of it, without reading it
         assert (await client.status("forged")).status == "terminated"
@@ -293,18 +282,6 @@ async def test_embedded_stores_make_a_key_file_readable_by_its_owner_only(tmp_pa
         await DiskStateStore(tmp_path / "states").load("i")
 
 
-@pytest.fixture(params=["memory", "disk", "sqlite", "postgres"])
-async def any_store(request, tmp_path):
-    if request.param == "postgres":
-        opened = open_store(request.getfixturevalue("postgres_dsn"))
-    else:
-        opened = open_store({"memory": "memory://", "disk": f"file://{tmp_path}/states",
-                             "sqlite": f"sqlite:///{tmp_path}/app.db"}[request.param])
-    yield opened
-    if hasattr(opened, "close"):
-        await opened.close()
-
-
 async def test_keys_rotate(any_store) -> None:
     """State signed with the old key is read while both are configured, signed anew with the
     new one by resign, and then read with the new key alone."""
@@ -345,9 +322,9 @@ async def test_resign_adopts_unsigned_state_only_when_asked(postgres_dsn, tmp_pa
     try:
         with pytest.raises(UnverifiedDataError, match="is not signed"):
             await signing.load("a")
-        code, out, err = await command(tmp_path, "resign", "--store", postgres_dsn)
+        code, out, err = await durable_command(tmp_path, "resign", "--store", postgres_dsn)
         assert code == 1 and "left: the saved state of instance 'a' is not signed" in out, err
-        code, out, err = await command(tmp_path, "resign", "--adopt-unsigned",
+        code, out, err = await durable_command(tmp_path, "resign", "--adopt-unsigned",
                                        "--store", postgres_dsn)
         assert (code, out) == (0, "signed 1 blob(s) anew with the first key of "
                                   "DURABLE_SECRET_KEY\n"), err
