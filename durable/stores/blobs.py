@@ -113,7 +113,8 @@ class Blobs:
             return [], False
         recorded = state.get("recorded", 0)
         first = recorded - len(entries) + 1
-        made = [(first + offset, at, kind, self._seal_text(instance_id, _as_json(data)))
+        made = [(first + offset, at, kind,
+                 self._seal_text(instance_id, _as_json(data) if data else "{}"))
                 for offset, (at, kind, data) in enumerate(entries)]
         return made, (first - 1) // history.TRIM_EVERY != recorded // history.TRIM_EVERY
 
