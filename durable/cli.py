@@ -35,6 +35,7 @@ from .deploy_check import HOOK, MOVES, UNCHANGED, FrameCheck
 from .errors import (
     Cancelled,
     DurableError,
+    IncompatibleStateError,
     InstanceTerminated,
     StoreError,
     StoreURLError,
@@ -413,8 +414,8 @@ async def _result(args: argparse.Namespace) -> int:
             value = await client.result(args.instance_id, wait=args.wait, timeout=args.timeout)
         except InstanceNotEnded as error:
             return _error(f"{error} (use --wait to wait for it)", FAILED)
-        except (UnknownInstanceError, StoreError, TimeoutError):
-            raise
+        except (UnknownInstanceError, StoreError, TimeoutError, IncompatibleStateError):
+            raise  # not the instance's outcome: its state could not be read
         except (InstanceTerminated, Cancelled) as error:  # their message says what happened
             return _error(str(error), FAILED)
         except Exception as error:  # the instance's own error

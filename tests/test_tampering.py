@@ -145,6 +145,7 @@ async def test_a_forged_state_runs_on_no_path(store_url, tmp_path, forgery) -> N
         execute(store_url, "UPDATE durable_instances SET status = 'finished' WHERE id = 'forged'")
         code, out, err = await durable_command(tmp_path, "result", "forged", "--store", store_url)
         assert code == 1 and "it was not loaded" in err, err
+        assert "failed" not in err  # its state was not read: the instance did not fail
         execute(store_url, "UPDATE durable_instances SET status = 'waiting' WHERE id = 'forged'")
         code, out, err = await durable_command(tmp_path, "list", "--store", store_url)
         assert code == 0 and "forged" in out, err
