@@ -79,15 +79,22 @@ def _by_type(value: Any) -> str:
 def is_secret(name: str, redacted: Iterable[str] = ()) -> bool:
     """Does a variable's name mark a secret: one of its parts (``api_key`` -> api, key) is in
     ``REDACTED`` or ``redacted``, or the whole name is?"""
-    words = {*REDACTED, *(word.lower() for word in redacted)}
+    return _named_secret(name, _words(redacted))
+
+
+def _words(redacted: Iterable[str]) -> set[str]:
+    return {*REDACTED, *(word.lower() for word in redacted)}
+
+
+def _named_secret(name: str, words: set[str]) -> bool:
     parts = {part.lower() for part in _PARTS.findall(name)}
     return bool(parts & words) or name.lower().strip("_") in words
 
 
 def variables(values: Mapping[str, Any], redacted: Iterable[str] = ()) -> dict[str, str]:
     """Each variable as a person may see it, by name."""
-    extra = tuple(redacted)
-    return {name: HIDDEN if is_secret(name, extra) else bounded_repr(value)
+    words = _words(redacted)
+    return {name: HIDDEN if _named_secret(name, words) else bounded_repr(value)
             for name, value in sorted(values.items())}
 
 
